@@ -1,0 +1,119 @@
+"""A content-hash cache for trained victims and attack artefacts.
+
+Keys are sha256 hashes of everything that determines the artefact (config, data hash,
+seed, package versions), so a stale entry can never be returned: a change gives a new key.
+Entries are written atomically (temp file + rename), so a crash leaves no half-written
+entry. Arrays are stored with safetensors or `.npy` and read without pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SECUREML_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("secureml"))
+
+
+def content_key(*parts: Any) -> str:
+    """sha256 of JSON-serialisable parts; numpy arrays may be passed and are hashed by content."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "dtype") and hasattr(part, "shape"):
+            from secureml.datasets import arrays_sha256
+
+            digest.update(arrays_sha256(part).encode())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+class Cache:
+    """Files under `root/<kind>/<key>.<suffix>`; counts hits and misses per kind."""
+
+    def __init__(self, root: Path | None = None, *, enabled: bool = True, read_only: bool = False) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+        # Read-only caches serve entries shipped with a mitigation's inputs.
+        self.read_only = read_only
+        self.hits: Counter[str] = Counter()
+        self.misses: Counter[str] = Counter()
+
+    def path(self, kind: str, key: str, suffix: str) -> Path:
+        return self.root / kind / f"{key}.{suffix}"
+
+    # ------------------------------------------------------------------ tensors
+
+    def load_tensors(self, kind: str, key: str) -> dict[str, Any] | None:
+        """numpy arrays stored with safetensors, or None on a miss."""
+        path = self.path(kind, key, "safetensors")
+        if not (self.enabled and path.is_file()):
+            self.misses[kind] += 1
+            return None
+        from safetensors.numpy import load_file
+
+        try:
+            arrays = load_file(str(path))
+        except Exception:  # a corrupt entry is a miss, and is rebuilt
+            self.misses[kind] += 1
+            return None
+        self.hits[kind] += 1
+        return arrays
+
+    def save_tensors(self, kind: str, key: str, arrays: Mapping[str, Any]) -> None:
+        if not self.enabled or self.read_only:
+            return
+        import numpy as np
+        from safetensors.numpy import save
+
+        blob = save({name: np.ascontiguousarray(value) for name, value in arrays.items()})
+        self._write_atomic(self.path(kind, key, "safetensors"), blob)
+
+    # ------------------------------------------------------------------ json
+
+    def load_json(self, kind: str, key: str) -> Any | None:
+        path = self.path(kind, key, "json")
+        if not (self.enabled and path.is_file()):
+            self.misses[kind] += 1
+            return None
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.misses[kind] += 1
+            return None
+        self.hits[kind] += 1
+        return value
+
+    def save_json(self, kind: str, key: str, value: Any) -> None:
+        if self.enabled and not self.read_only:
+            self._write_atomic(self.path(kind, key, "json"), json.dumps(value).encode())
+
+    # ------------------------------------------------------------------ helpers
+
+    def _write_atomic(self, path: Path, blob: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(blob)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        kinds = sorted(set(self.hits) | set(self.misses))
+        return {kind: {"hits": self.hits[kind], "misses": self.misses[kind]} for kind in kinds}

@@ -1,0 +1,41 @@
+"""The registry of attack families.
+
+Each entry names the family's light schema (imported here, so `secureml list` and `check`
+can validate files without torch) and where its heavy implementation lives (imported only
+when a scenario of that family runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from secureml.families.poisoning.config import PoisoningScenario
+
+if TYPE_CHECKING:
+    from secureml.families.base import Family
+    from secureml.scenario import ScenarioBase
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str
+    schema: type[ScenarioBase]
+    # "module:attribute" of the object implementing secureml.families.base.Family.
+    implementation: str
+
+    def load(self) -> Family:
+        module_name, attribute = self.implementation.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    "poisoning": FamilySpec(
+        "poisoning", PoisoningScenario, "secureml.families.poisoning.family:FAMILY"
+    ),
+}
+
+
+def family_of(scenario: ScenarioBase) -> Family:
+    return FAMILIES[scenario.family].load()

@@ -1,0 +1,457 @@
+"""The poisoning family: a backdoored training set, a trainee's `sanitize`, and the grader.
+
+The trainee's `sanitize(x, y, tools)` sees only the (poisoned) training set and a trainer
+like the victim's. It returns the indices to keep. The grader retrains the victim on them
+with the scenario's own trainer and seed, and measures clean accuracy (CA) on the clean
+test set and attack success rate (ASR) on triggered test images, neither of which the
+mitigation ever sees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from secureml import models
+from secureml.cache import Cache, content_key
+from secureml.errors import MitigationError
+from secureml.families.base import Evaluation, RunContext, Row
+from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, triggered_test_set
+from secureml.families.poisoning.defences import BASELINES
+from secureml.randomness import generator
+from secureml.scoring import Score, der_calibrated
+from secureml.versions import versions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from secureml.datasets import Split
+    from secureml.families.poisoning.config import PoisoningScenario
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a model trained on some subset does: CA on clean test data, ASR on triggered data."""
+
+    clean_accuracy: float
+    attack_success_rate: float
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """A filter's result: how it was scored and how well it found the poison."""
+
+    outcome: Outcome
+    score: Score
+    random: Outcome
+    kept: int
+    poison_removed: float  # share of the poison dropped (recall)
+    clean_dropped: float  # share of the clean samples dropped
+
+
+@dataclass
+class PoisoningStage:
+    scenario: PoisoningScenario
+    split: Split
+    poisoned: PoisonedSet
+    victim: Any
+    x_triggered: np.ndarray
+    y_triggered: np.ndarray
+    none: Outcome
+    perfect: Outcome
+    key: str
+    baselines: dict[str, Filtered] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.poisoned.y)
+
+
+class PoisoningTools:
+    """What `sanitize` gets besides the data: a way to train and probe a model like the victim.
+
+    tools.train(x, y)          -> a torch model trained exactly as the victim is
+    tools.features(model, x)   -> penultimate-layer activations, shape (N, D)
+    tools.predict(model, x)    -> predicted labels, shape (N,)
+    tools.num_classes, tools.seed
+    Training on the full set you were given returns the deployed victim at once.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        from secureml.scenario import VictimConfig
+
+        task = json.loads((folder / "task.json").read_text())
+        self.num_classes: int = task["num_classes"]
+        self.seed: int = task["seed"]
+        self.class_names: list[str] = task["class_names"]
+        self._victim = VictimConfig.model_validate(task["victim"])
+        # The victim's weights ship in the inputs as a read-only cache entry.
+        self._cache = Cache(folder / "cache", read_only=True)
+
+    def train(self, x: np.ndarray, y: np.ndarray):
+        import numpy as np
+
+        return models.train_cached(
+            self._cache,
+            self._victim,
+            np.ascontiguousarray(x, dtype=np.float32),
+            np.asarray(y, dtype=np.int64),
+            num_classes=self.num_classes,
+            seed=self.seed,
+            label="training inside sanitize",
+        )
+
+    @staticmethod
+    def features(model, x: np.ndarray) -> np.ndarray:
+        return models.features(model, x)
+
+    @staticmethod
+    def predict(model, x: np.ndarray) -> np.ndarray:
+        return models.predict(model, x)
+
+
+class PoisoningFamily:
+    name = "poisoning"
+    function_name = "sanitize"
+    signature = "sanitize(x, y, tools) -> indices to keep (or a boolean mask)"
+
+    # ------------------------------------------------------------------ stage
+
+    def prepare(self, scenario: PoisoningScenario, split: Split, ctx: RunContext) -> PoisoningStage:
+        """Poison the data, train the victim, run the baselines. Every step is cached."""
+        software = {name: versions()[name] for name in ("secureml", "torch", "art")}
+        key = content_key(
+            "poisoning-stage",
+            scenario.attack.model_dump(mode="json"),
+            scenario.victim.model_dump(mode="json"),
+            split.sha256,
+            scenario.seed,
+            software,
+        )
+        poisoned = self._poison(scenario, split, key, ctx)
+        victim = models.train_cached(
+            ctx.cache,
+            scenario.victim,
+            poisoned.x,
+            poisoned.y,
+            num_classes=split.num_classes,
+            seed=scenario.seed,
+            device=ctx.device,
+            progress=ctx.progress,
+            label="training the victim on the poisoned set",
+        )
+        x_triggered, y_triggered = triggered_test_set(split, scenario.attack)
+        stage = PoisoningStage(
+            scenario=scenario,
+            split=split,
+            poisoned=poisoned,
+            victim=victim,
+            x_triggered=x_triggered,
+            y_triggered=y_triggered,
+            none=Outcome(0.0, 0.0),
+            perfect=Outcome(0.0, 0.0),
+            key=key,
+        )
+        stage.none = self._measure(stage, victim)
+        import numpy as np
+
+        clean_rows = np.flatnonzero(~poisoned.poison_mask)
+        stage.perfect = self._measure(
+            stage, self._retrain(stage, clean_rows, ctx, "training the perfect filter's model")
+        )
+        for name in scenario.baselines:
+            kept = self._baseline_kept(stage, name, ctx)
+            stage.baselines[name] = self._filtered(stage, kept, ctx, f"baseline {name}")
+        return stage
+
+    def _poison(self, scenario, split, key: str, ctx: RunContext) -> PoisonedSet:
+        cached = ctx.cache.load_tensors("poisoned", key)
+        if cached is not None:
+            return PoisonedSet(cached["x"], cached["y"], cached["poison_mask"].astype(bool))
+        poisoned = ATTACKS[scenario.attack.name](
+            split,
+            scenario.attack,
+            seed=scenario.seed,
+            victim=scenario.victim,
+            progress=ctx.progress,
+        )
+        ctx.cache.save_tensors(
+            "poisoned",
+            key,
+            {"x": poisoned.x, "y": poisoned.y, "poison_mask": poisoned.poison_mask.astype("uint8")},
+        )
+        return poisoned
+
+    def _baseline_kept(self, stage: PoisoningStage, name: str, ctx: RunContext) -> np.ndarray:
+        key = content_key(stage.key, "baseline", name)
+        cached = ctx.cache.load_tensors("baselines", key)
+        if cached is not None:
+            return cached["kept_indices"]
+        with ctx.progress.task(f"running ART baseline {name}"):
+            kept = BASELINES[name](
+                stage.victim,
+                stage.poisoned.x,
+                stage.poisoned.y,
+                num_classes=stage.split.num_classes,
+                seed=stage.scenario.seed,
+                poison_fraction=float(stage.poisoned.poison_mask.mean()),
+            )
+        ctx.cache.save_tensors("baselines", key, {"kept_indices": kept.astype("int64")})
+        return kept
+
+    # ------------------------------------------------------------------ the mitigation's view
+
+    def write_inputs(self, stage: PoisoningStage, folder: Path) -> None:
+        """The training set as the attacker left it, the victim's recipe, and its weights."""
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"x": stage.poisoned.x, "y": stage.poisoned.y}, str(folder / "train.safetensors"))
+        task = {
+            "num_classes": stage.split.num_classes,
+            "class_names": list(stage.split.class_names),
+            "seed": stage.scenario.seed,
+            "victim": stage.scenario.victim.model_dump(mode="json"),
+        }
+        (folder / "task.json").write_text(json.dumps(task))
+        key = models.victim_key(
+            stage.scenario.victim,
+            stage.poisoned.x,
+            stage.poisoned.y,
+            num_classes=stage.split.num_classes,
+            seed=stage.scenario.seed,
+        )
+        Cache(folder / "cache").save_tensors("victims", key, models.model_arrays(stage.victim))
+
+    def run_mitigation(self, module: Any, folder: Path) -> dict[str, np.ndarray]:
+        """In the child: call `sanitize` on the inputs and return the kept indices."""
+        import numpy as np
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(folder / "train.safetensors"))
+        x, y = arrays["x"], arrays["y"]
+        kept = module.sanitize(x.copy(), y.copy(), PoisoningTools(folder))
+        kept = np.asarray(kept)
+        if kept.dtype == bool:
+            if kept.shape != y.shape:
+                raise ValueError(
+                    f"sanitize returned a boolean mask of shape {kept.shape}; expected {y.shape}"
+                )
+            kept = np.flatnonzero(kept)
+        if kept.dtype.kind not in "iu":
+            raise TypeError(
+                f"sanitize must return integer indices or a boolean mask, got dtype {kept.dtype}"
+            )
+        return {"kept_indices": kept.astype(np.int64).reshape(-1)}
+
+    def no_mitigation(self, stage: PoisoningStage) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        return {"kept_indices": np.arange(stage.size, dtype=np.int64)}
+
+    def check_outputs(self, stage: PoisoningStage, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Kept indices: 1-D integers in range; duplicates are merged; every class kept."""
+        import numpy as np
+
+        def invalid(problem: str) -> MitigationError:
+            return MitigationError(problem, status="invalid-result")
+
+        if set(arrays) != {"kept_indices"}:
+            raise invalid(f"expected one output 'kept_indices', got {sorted(arrays)}")
+        kept = arrays["kept_indices"]
+        if kept.ndim != 1 or kept.dtype.kind not in "iu":
+            raise invalid(f"kept indices must be a 1-D integer array, got {kept.dtype} {kept.shape}")
+        if len(kept) and (kept.min() < 0 or kept.max() >= stage.size):
+            raise invalid(f"kept indices must lie in [0, {stage.size}), got {kept.min()}..{kept.max()}")
+        kept = np.unique(kept)
+        missing = set(range(stage.split.num_classes)) - set(np.unique(stage.poisoned.y[kept]).tolist())
+        if missing:
+            raise invalid(
+                f"the kept samples contain no example of class(es) {sorted(missing)}; "
+                "a model cannot be retrained without them"
+            )
+        return kept
+
+    # ------------------------------------------------------------------ grading
+
+    def evaluate(self, stage: PoisoningStage, kept: np.ndarray, ctx: RunContext) -> Evaluation:
+        filtered = self._filtered(stage, kept, ctx, "your mitigation")
+        scenario = stage.scenario
+        metrics = {
+            "victim.clean_accuracy": stage.none.clean_accuracy,
+            "victim.attack_success_rate": stage.none.attack_success_rate,
+            "perfect.clean_accuracy": stage.perfect.clean_accuracy,
+            "perfect.attack_success_rate": stage.perfect.attack_success_rate,
+            "random.clean_accuracy": filtered.random.clean_accuracy,
+            "random.attack_success_rate": filtered.random.attack_success_rate,
+            "mitigated.clean_accuracy": filtered.outcome.clean_accuracy,
+            "mitigated.attack_success_rate": filtered.outcome.attack_success_rate,
+            "mitigated.poison_removed": filtered.poison_removed,
+            "mitigated.clean_dropped": filtered.clean_dropped,
+            "mitigated.kept": float(filtered.kept),
+            "score": filtered.score.total,
+        }
+        for name, baseline in stage.baselines.items():
+            metrics[f"baseline.{name}.clean_accuracy"] = baseline.outcome.clean_accuracy
+            metrics[f"baseline.{name}.attack_success_rate"] = baseline.outcome.attack_success_rate
+            metrics[f"baseline.{name}.score"] = baseline.score.total
+        rows = [
+            Row("no mitigation (victim)", self._row(stage.none, None, stage.size)),
+            *[
+                Row(f"ART {name}", self._row(b.outcome, b, b.kept), "baseline")
+                for name, b in stage.baselines.items()
+            ],
+            Row(
+                "random filter",
+                self._row(filtered.random, None, filtered.kept),
+                f"drops {stage.size - filtered.kept} at random",
+            ),
+            Row("perfect filter", self._row(stage.perfect, None, int((~stage.poisoned.poison_mask).sum())), "drops exactly the poison"),
+            Row("your mitigation", self._row(filtered.outcome, filtered, filtered.kept)),
+        ]
+        pictures = {}
+        if ctx.out_dir is not None:
+            mitigated = self._retrain(stage, kept, ctx, "")
+            pictures["triggers"] = self._draw(stage, mitigated, ctx.out_dir / "triggers.png")
+        return Evaluation(
+            metrics=metrics,
+            score=filtered.score,
+            rows=rows,
+            feedback=self._feedback(stage, filtered),
+            pictures=pictures,
+            details={"scoring": scenario.scoring.model_dump(), "poisoned_rows": int(stage.poisoned.poison_mask.sum())},
+        )
+
+    def _row(self, outcome: Outcome, filtered: Filtered | None, kept: int) -> dict[str, float]:
+        row = {
+            "clean_accuracy": outcome.clean_accuracy,
+            "attack_success_rate": outcome.attack_success_rate,
+            "kept": float(kept),
+        }
+        if filtered is not None:
+            row["poison_removed"] = filtered.poison_removed
+            row["score"] = filtered.score.total
+        return row
+
+    def _filtered(self, stage: PoisoningStage, kept: np.ndarray, ctx: RunContext, label: str) -> Filtered:
+        import numpy as np
+
+        outcome = self._measure(stage, self._retrain(stage, kept, ctx, f"retraining on {label}'s kept samples"))
+        random = self._random_filter(stage, stage.size - len(kept), ctx)
+        mask = stage.poisoned.poison_mask
+        dropped = np.ones(stage.size, dtype=bool)
+        dropped[kept] = False
+        score = der_calibrated(
+            asr_none=stage.none.attack_success_rate,
+            ca_none=stage.none.clean_accuracy,
+            asr_mitigated=outcome.attack_success_rate,
+            ca_mitigated=outcome.clean_accuracy,
+            asr_random=random.attack_success_rate,
+            ca_random=random.clean_accuracy,
+            asr_perfect=stage.perfect.attack_success_rate,
+            ca_perfect=stage.perfect.clean_accuracy,
+            max_clean_accuracy_drop=stage.scenario.scoring.max_clean_accuracy_drop,
+        )
+        return Filtered(
+            outcome=outcome,
+            score=score,
+            random=random,
+            kept=len(kept),
+            poison_removed=float(dropped[mask].mean()) if mask.any() else 0.0,
+            clean_dropped=float(dropped[~mask].mean()),
+        )
+
+    def _random_filter(self, stage: PoisoningStage, drop: int, ctx: RunContext) -> Outcome:
+        """A model retrained after dropping `drop` samples chosen at random (seeded by the count)."""
+        import numpy as np
+
+        if drop <= 0:
+            return stage.none
+        rng = generator(stage.scenario.seed, "random-filter", drop)
+        kept = np.sort(rng.choice(stage.size, size=stage.size - drop, replace=False))
+        return self._measure(stage, self._retrain(stage, kept, ctx, "random filter"))
+
+    def _retrain(self, stage: PoisoningStage, kept: np.ndarray, ctx: RunContext, label: str):
+        import numpy as np
+
+        if len(kept) == stage.size:
+            return stage.victim
+        kept = np.asarray(kept)
+        return models.train_cached(
+            ctx.cache,
+            stage.scenario.victim,
+            np.ascontiguousarray(stage.poisoned.x[kept]),
+            np.ascontiguousarray(stage.poisoned.y[kept]),
+            num_classes=stage.split.num_classes,
+            seed=stage.scenario.seed,
+            device=ctx.device,
+            progress=ctx.progress,
+            label=label or "retraining",
+        )
+
+    def _measure(self, stage: PoisoningStage, model) -> Outcome:
+        target = stage.scenario.attack.target_class
+        clean = models.accuracy(model, stage.split.x_test, stage.split.y_test)
+        attacked = float((models.predict(model, stage.x_triggered) == target).mean())
+        return Outcome(clean, attacked)
+
+    # ------------------------------------------------------------------ feedback and pictures
+
+    def _feedback(self, stage: PoisoningStage, filtered: Filtered) -> list[str]:
+        """What limited the score, in numbers, followed by the scenario's hint."""
+        hints = stage.scenario.hints
+        target = stage.scenario.attack.target_class
+        outcome = filtered.outcome
+        notes: list[str] = []
+        ca_drop = stage.none.clean_accuracy - outcome.clean_accuracy
+        if filtered.kept >= stage.size * 0.995:
+            notes.append(f"You kept {filtered.kept} of {stage.size} samples. {hints.kept_everything}")
+        if outcome.attack_success_rate > max(0.1, stage.perfect.attack_success_rate + 0.05):
+            notes.append(
+                f"ASR still {outcome.attack_success_rate:.2f}: the trigger survives in class {target} "
+                f"(you removed {100 * filtered.poison_removed:.0f}% of the poison). {hints.asr_remaining}"
+            )
+        if filtered.score.capped_by or ca_drop > 0.02:
+            notes.append(
+                f"Clean accuracy fell {100 * ca_drop:.1f} points "
+                f"({stage.none.clean_accuracy:.3f} -> {outcome.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
+            )
+        if filtered.clean_dropped > 0.1:
+            notes.append(
+                f"You dropped {100 * filtered.clean_dropped:.0f}% of the clean samples. {hints.dropped_too_much}"
+            )
+        if filtered.score.total >= 80 and not notes:
+            notes.append(hints.success)
+        return notes
+
+    def _draw(self, stage: PoisoningStage, mitigated, path: Path) -> Path:
+        from secureml.pictures import Cell, image_grid
+
+        target = stage.scenario.attack.target_class
+        names = stage.split.class_names
+        count = min(8, len(stage.y_triggered))
+        clean_x = stage.split.x_test[stage.split.y_test != target][:count]
+        triggered_x = stage.x_triggered[:count]
+        truth = stage.y_triggered[:count]
+
+        def cells(model, images):
+            predicted = models.predict(model, images)
+            return [
+                Cell(image, f"true {names[t]} -> {names[p]}", highlight=bool(p == target and t != target))
+                for image, t, p in zip(images, truth, predicted)
+            ]
+
+        return image_grid(
+            [
+                ("clean\nvictim", cells(stage.victim, clean_x)),
+                ("triggered\nvictim", cells(stage.victim, triggered_x)),
+                ("triggered\nmitigated", cells(mitigated, triggered_x)),
+            ],
+            path,
+            title=f"{stage.scenario.id}: trigger samples (red = classified as target {names[target]})",
+        )
+
+
+FAMILY = PoisoningFamily()

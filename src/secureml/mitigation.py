@@ -1,0 +1,210 @@
+"""Loading a trainee's mitigation file, and the strict result format it sends back.
+
+A mitigation returns raw outputs only (kept indices, weights, arrays). They travel as one
+safetensors blob: an 8-byte little-endian header length, a JSON header, raw tensor bytes.
+That format cannot carry code, so nothing a trainee sends is ever unpickled. The parent
+re-parses the blob strictly: bounded size, JSON without NaN/Infinity, finite floats only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import traceback
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from secureml.errors import MitigationError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+RESULT_FORMAT = "secureml-result/1"
+MAX_HEADER_BYTES = 1 << 20
+MAX_ERROR_CHARS = 2000
+
+
+def load_module(path: Path, function_name: str) -> types.ModuleType:
+    """Import a trainee's file as a fresh module and check it defines `function_name`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MitigationError(
+            "mitigation file not found",
+            file=str(path),
+            fix="check the path; start from the lab's starter with `secureml show ID`",
+        )
+    module_name = f"secureml_mitigation_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise MitigationError("cannot import the file as Python", file=str(path))
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise MitigationError(
+            f"syntax error at line {error.lineno}: {error.msg}",
+            file=str(path),
+            fix="fix the line above; run `python -m py_compile FILE` to check",
+        ) from error
+    except BaseException as error:  # trainee code may raise anything, even SystemExit
+        raise MitigationError(
+            f"importing the file raised {describe_exception(error, path)}",
+            file=str(path),
+            fix="move work into the function; importing the file should only define things",
+        ) from error
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise MitigationError(
+            f"the file does not define a function '{function_name}'",
+            file=str(path),
+            expected=f"def {function_name}(...) at the top level",
+            found=", ".join(name for name in vars(module) if not name.startswith("_")) or "nothing",
+            fix=f"define {function_name}; the lab's starter file shows its signature",
+        )
+    return module
+
+
+def describe_exception(error: BaseException, path: Path | None = None) -> str:
+    """`ValueError: msg (mitigation.py, line 12)`: the innermost frame in the trainee's file."""
+    line = ""
+    if path is not None:
+        frames = [
+            frame
+            for frame in traceback.extract_tb(error.__traceback__)
+            if Path(frame.filename).resolve() == Path(path).resolve()
+        ]
+        if frames:
+            line = f" ({Path(path).name}, line {frames[-1].lineno})"
+    text = f"{type(error).__name__}: {error}{line}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+# --------------------------------------------------------------------------- result format
+
+
+def encode_result(arrays: dict[str, np.ndarray], *, status: str = "ok", error: str = "") -> bytes:
+    import numpy as np
+    from safetensors.numpy import save
+
+    metadata = {"format": RESULT_FORMAT, "status": status, "error": error[:MAX_ERROR_CHARS]}
+    return save({name: np.ascontiguousarray(value) for name, value in arrays.items()}, metadata)
+
+
+def decode_result(blob: bytes | None, *, max_bytes: int) -> dict[str, np.ndarray]:
+    """Parse a child's result strictly; raise MitigationError with the gradebook status."""
+    if not blob:
+        raise MitigationError(
+            "the mitigation ended without returning a result",
+            status="no-result",
+            fix="return from your function instead of exiting the process",
+        )
+    if len(blob) > max_bytes:
+        raise MitigationError(
+            f"the result is {len(blob)} bytes, more than the {max_bytes} allowed",
+            status="invalid-result",
+        )
+    header = _parse_header(blob)
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("format") != RESULT_FORMAT:
+        raise MitigationError("the result is not in secureml's format", status="invalid-result")
+    if metadata.get("status") == "error":
+        raise MitigationError(
+            f"the mitigation raised {metadata.get('error', 'an exception')}", status="error"
+        )
+    if metadata.get("status") != "ok":
+        raise MitigationError("the result has an unknown status", status="invalid-result")
+    from safetensors.numpy import load
+
+    try:
+        arrays = load(blob)
+    except Exception as error:
+        raise MitigationError(f"the result's tensors are malformed ({error})", status="invalid-result") from error
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not bool(_all_finite(array)):
+            raise MitigationError(
+                f"output '{name}' contains NaN or infinite values", status="invalid-result"
+            )
+    return arrays
+
+
+def _parse_header(blob: bytes) -> dict[str, Any]:
+    if len(blob) < 8:
+        raise MitigationError("the result is truncated", status="invalid-result")
+    length = int.from_bytes(blob[:8], "little")
+    if length > MAX_HEADER_BYTES or 8 + length > len(blob):
+        raise MitigationError("the result header is malformed", status="invalid-result")
+
+    def reject_constant(name: str):
+        raise ValueError(f"non-finite number {name}")
+
+    try:
+        header = json.loads(blob[8 : 8 + length], parse_constant=reject_constant)
+    except ValueError as error:
+        raise MitigationError(f"the result header is not strict JSON ({error})", status="invalid-result") from error
+    if not isinstance(header, dict):
+        raise MitigationError("the result header is malformed", status="invalid-result")
+    # json turns 1e999 into inf without calling parse_constant (ART-FACTS sandbox fact 7).
+    if not _json_finite(header):
+        raise MitigationError("the result header holds a non-finite number", status="invalid-result")
+    return header
+
+
+def _json_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_json_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_json_finite(item) for item in value)
+    return True
+
+
+def _all_finite(array) -> bool:
+    import numpy as np
+
+    return bool(np.isfinite(array).all())
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_in_child(family: Any, mitigation: Path, folder: Path) -> bytes:
+    """What the child process does: load, call, encode. Trainee exceptions become an error result."""
+    try:
+        module = load_module(mitigation, family.function_name)
+        arrays = family.run_mitigation(module, folder)
+        return encode_result(arrays)
+    except MitigationError as error:
+        return encode_result({}, status="error", error=error.problem)
+    except SystemExit:
+        # Exiting instead of returning is "no result", exactly as when the process dies.
+        return b""
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # trainee code may raise anything
+        return encode_result({}, status="error", error=describe_exception(error, mitigation))
+
+
+def run_in_process(family: Any, mitigation: Path, folder: Path, *, max_bytes: int = 1 << 30):
+    """Run a trainee's mitigation in this process (a trainee's own `secureml run`).
+
+    The result goes through the same encode/decode as in grading, so what passes here
+    passes the grader's checks too. Not isolated: only for the trainee's own code.
+    """
+    saved_argv = list(sys.argv)
+    try:
+        blob = run_in_child(family, mitigation, folder)
+    finally:
+        sys.argv[:] = saved_argv
+    try:
+        return decode_result(blob, max_bytes=max_bytes)
+    except MitigationError as error:
+        raise MitigationError(
+            error.problem,
+            status=error.status,
+            file=str(mitigation),
+            fix=error.fix or "see the message above; the lab's README shows what the function returns",
+        ) from error

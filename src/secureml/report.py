@@ -1,0 +1,125 @@
+"""Terminal tables and results files. Only rich and the stdlib: this runs on the CLI's fast path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from secureml.runner import RunResult, SeedSummary
+    from secureml.scenario import ScenarioBase
+
+# Column order and headers for row metrics; unknown metrics follow in their own order.
+COLUMNS = {
+    "clean_accuracy": "clean acc",
+    "attack_success_rate": "ASR",
+    "robust_accuracy": "robust acc",
+    "attack_accuracy": "attack acc",
+    "utility": "utility",
+    "kept": "kept",
+    "poison_removed": "poison removed",
+    "score": "score",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def scenario_table(scenarios: Sequence[ScenarioBase]) -> Table:
+    table = Table(title="secureml scenarios", title_justify="left")
+    for header in ("id", "family", "title", "difficulty", "ATLAS technique"):
+        table.add_column(header)
+    for scenario in scenarios:
+        table.add_row(
+            scenario.id,
+            scenario.family,
+            scenario.title,
+            scenario.difficulty,
+            f"{scenario.atlas.technique} {scenario.atlas.technique_name}",
+        )
+    return table
+
+
+def scenario_summary(scenario: ScenarioBase) -> dict[str, Any]:
+    return {
+        "id": scenario.id,
+        "family": scenario.family,
+        "title": scenario.title,
+        "difficulty": scenario.difficulty,
+        "atlas_technique": scenario.atlas.technique,
+        "atlas_technique_name": scenario.atlas.technique_name,
+        "atlas_mitigation": scenario.atlas.mitigation,
+        "file": str(scenario.source) if scenario.source else None,
+    }
+
+
+def _format(name: str, value: float) -> str:
+    if name == "kept":
+        return f"{int(value)}"
+    if name == "score":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def results_table(result: RunResult) -> Table:
+    rows = result.evaluation.rows
+    names: list[str] = [name for name in COLUMNS if any(name in row.metrics for row in rows)]
+    names += [n for row in rows for n in row.metrics if n not in names and n not in COLUMNS]
+    names = list(dict.fromkeys(names))
+    table = Table(title=f"{result.scenario.id}: {result.scenario.title}", title_justify="left")
+    table.add_column("condition")
+    for name in names:
+        table.add_column(COLUMNS.get(name, name.replace("_", " ")), justify="right")
+    table.add_column("note", style="dim")
+    for row in rows:
+        cells = [_format(name, row.metrics[name]) if name in row.metrics else "" for name in names]
+        style = "bold" if row.condition == "your mitigation" else None
+        table.add_row(row.condition, *cells, row.note, style=style)
+    return table
+
+
+def print_result(result: RunResult, out: Console) -> None:
+    evaluation = result.evaluation
+    out.print(results_table(result))
+    score = evaluation.score
+    parts = ", ".join(f"{name} {value:.3f}" for name, value in score.parts.items())
+    out.print(f"\n[bold]Score: {score.total:.1f} / 100[/bold]  ({score.method}: {parts})")
+    if score.capped_by:
+        out.print(f"[yellow]Score set to {score.total:.0f} because {score.capped_by}.[/yellow]")
+    for flag in evaluation.flags:
+        out.print(f"[red]needs review:[/red] {flag}")
+    for note in evaluation.feedback:
+        out.print(f"  - {note}")
+    for name, path in evaluation.pictures.items():
+        out.print(f"[dim]picture ({name}): {path}[/dim]")
+    timings = ", ".join(f"{name} {value:.1f}s" for name, value in result.timings_s.items())
+    out.print(f"[dim]seed {result.scenario.seed}, {result.threads} threads, {timings}[/dim]")
+
+
+def print_seed_summary(summary: SeedSummary, out: Console, names: Iterable[str] | None = None) -> None:
+    table = Table(title=f"over seeds {summary.seeds}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("mean ± std", justify="right")
+    for name in names or summary.mean:
+        table.add_row(name, f"{summary.mean[name]:.3f} ± {summary.std[name]:.3f}")
+    out.print(table)
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically, so an interrupted run never leaves half a results file."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=2, allow_nan=False)
+        stream.write("\n")
+    os.replace(temp, path)
+    return path

@@ -1,0 +1,160 @@
+"""Running one scenario end to end: data, stage, mitigation, evaluation, provenance."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from secureml.families import family_of
+from secureml.families.base import Evaluation, RunContext
+from secureml.scenario import ScenarioBase
+from secureml.versions import thread_count, versions
+
+
+@dataclass
+class RunResult:
+    scenario: ScenarioBase
+    evaluation: Evaluation
+    mitigation: str | None
+    data_sha256: str
+    timings_s: dict[str, float]
+    cache: dict[str, dict[str, int]]
+    threads: int
+    hidden_variant: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        evaluation = self.evaluation
+        return {
+            "scenario": self.scenario.id,
+            "family": self.scenario.family,
+            "title": self.scenario.title,
+            "mitigation": self.mitigation,
+            "score": round(evaluation.score.total, 4),
+            "score_parts": {name: _round(value) for name, value in evaluation.score.parts.items()},
+            "score_method": evaluation.score.method,
+            "score_capped_by": evaluation.score.capped_by,
+            "metrics": {name: _round(value) for name, value in evaluation.metrics.items()},
+            "rows": [
+                {"condition": row.condition, "note": row.note, **{k: _round(v) for k, v in row.metrics.items()}}
+                for row in evaluation.rows
+            ],
+            "feedback": list(evaluation.feedback),
+            "flags": list(evaluation.flags),
+            "pictures": {name: str(path) for name, path in evaluation.pictures.items()},
+            "seed": self.scenario.seed,
+            "config_sha256": self.scenario.config_sha256(),
+            "data_sha256": self.data_sha256,
+            "hidden_variant": self.hidden_variant,
+            "versions": versions(),
+            "threads": self.threads,
+            "timings_s": {name: round(value, 3) for name, value in self.timings_s.items()},
+            "cache": self.cache,
+        }
+
+
+def _round(value: float) -> float:
+    return round(float(value), 6)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.durations: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.durations[name] = self.durations.get(name, 0.0) + time.perf_counter() - start
+
+    def total(self) -> dict[str, float]:
+        return {**self.durations, "total": time.perf_counter() - self._started}
+
+
+def prepare_stage(scenario: ScenarioBase, ctx: RunContext, watch: Stopwatch | None = None):
+    """Load the data and build the family's shared attack stage (cached)."""
+    from secureml.datasets import load_split
+
+    watch = watch or Stopwatch()
+    with watch.stage("data"):
+        split = load_split(scenario.dataset, scenario.seed, ctx.data_root)
+    family = family_of(scenario)
+    with watch.stage("prepare"):
+        stage = family.prepare(scenario, split, ctx)
+    return family, split, stage
+
+
+def run(
+    scenario: ScenarioBase,
+    *,
+    mitigation: Path | None,
+    ctx: RunContext,
+    hidden_variant: bool = False,
+) -> RunResult:
+    """Run the scenario with a trainee's mitigation file (or none) in this process."""
+    from secureml.mitigation import run_in_process
+
+    watch = Stopwatch()
+    family, split, stage = prepare_stage(scenario, ctx, watch)
+    with watch.stage("mitigation"):
+        if mitigation is None:
+            arrays = family.no_mitigation(stage)
+        else:
+            with tempfile.TemporaryDirectory(prefix="secureml-inputs-") as folder:
+                family.write_inputs(stage, Path(folder))
+                arrays = run_in_process(family, mitigation, Path(folder))
+    with watch.stage("evaluate"):
+        outputs = family.check_outputs(stage, arrays)
+        evaluation = family.evaluate(stage, outputs, ctx)
+    return RunResult(
+        scenario=scenario,
+        evaluation=evaluation,
+        mitigation=str(mitigation) if mitigation else None,
+        data_sha256=split.sha256,
+        timings_s=watch.total(),
+        cache=ctx.cache.summary(),
+        threads=thread_count(),
+        hidden_variant=hidden_variant,
+    )
+
+
+@dataclass
+class SeedSummary:
+    """Each metric's mean and standard deviation over several seeds."""
+
+    seeds: list[int]
+    mean: dict[str, float]
+    std: dict[str, float]
+    results: list[RunResult] = field(repr=False, default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.results[0].scenario.id if self.results else None,
+            "seeds": self.seeds,
+            "mean": {name: _round(value) for name, value in self.mean.items()},
+            "std": {name: _round(value) for name, value in self.std.items()},
+            "runs": [result.to_json() for result in self.results],
+        }
+
+
+def summarise_seeds(results: list[RunResult]) -> SeedSummary:
+    names = list(results[0].evaluation.metrics)
+    mean, std = {}, {}
+    for name in names:
+        values = [result.evaluation.metrics[name] for result in results]
+        mean[name] = statistics.fmean(values)
+        std[name] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return SeedSummary([r.scenario.seed for r in results], mean, std, results)
+
+
+def seeds_for(scenario: ScenarioBase, count: int) -> list[int]:
+    """The scenario's seed, then the next ones: seed, seed + 1, ..."""
+    return [scenario.seed + offset for offset in range(count)]

@@ -1,0 +1,96 @@
+"""Scores: pure functions from metrics to a 0-100 total with its parts. No I/O, no randomness.
+
+Each scoring method has a formula text that `secureml show` prints, the README quotes,
+and a function that computes it. Families pick a method by name in the scenario file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Score:
+    total: float  # 0..100
+    parts: dict[str, float]
+    method: str
+    # Why the total is what it is when a rule (rather than the formula) decided it.
+    capped_by: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def clip01(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+# --------------------------------------------------------------------------- poisoning
+
+
+def defence_effectiveness(
+    asr_none: float, asr_mitigated: float, ca_none: float, ca_mitigated: float
+) -> float:
+    """DER, from 0 to 1: 0.5 means nothing changed; ASR drops raise it, CA drops lower it."""
+    asr_drop = max(0.0, asr_none - asr_mitigated)
+    ca_drop = max(0.0, ca_none - ca_mitigated)
+    return (asr_drop - ca_drop + 1.0) / 2.0
+
+
+DER_CALIBRATED_FORMULA = (
+    "DER = [max(0, ASR_none - ASR_mit) - max(0, CA_none - CA_mit) + 1] / 2\n"
+    "score = 100 * clip((DER_mit - DER_random) / (DER_perfect - DER_random), 0, 1)\n"
+    "where 'random' drops as many samples as you did, chosen at random, and 'perfect' drops "
+    "exactly the poison; a clean-accuracy drop of more than {max_clean_accuracy_drop_points:g} "
+    "points scores 0"
+)
+
+
+def der_calibrated(
+    *,
+    asr_none: float,
+    ca_none: float,
+    asr_mitigated: float,
+    ca_mitigated: float,
+    asr_random: float,
+    ca_random: float,
+    asr_perfect: float,
+    ca_perfect: float,
+    max_clean_accuracy_drop: float,
+) -> Score:
+    """Score a poisoning defence against a random and a perfect filter (Armory-style calibration).
+
+    The clean-accuracy cap follows TrojanZoo's practice of discarding defences that cost
+    more than 5 points of clean accuracy.
+    """
+    der_mitigated = defence_effectiveness(asr_none, asr_mitigated, ca_none, ca_mitigated)
+    der_random = defence_effectiveness(asr_none, asr_random, ca_none, ca_random)
+    der_perfect = defence_effectiveness(asr_none, asr_perfect, ca_none, ca_perfect)
+    ca_drop = ca_none - ca_mitigated
+    parts = {
+        "der_mitigated": der_mitigated,
+        "der_random": der_random,
+        "der_perfect": der_perfect,
+        "asr_drop": asr_none - asr_mitigated,
+        "ca_drop": ca_drop,
+    }
+    _require_finite(parts)
+    if ca_drop > max_clean_accuracy_drop + 1e-12:
+        return Score(
+            0.0,
+            parts,
+            "der-calibrated",
+            capped_by=f"clean accuracy fell {100 * ca_drop:.1f} points "
+            f"(more than {100 * max_clean_accuracy_drop:g})",
+        )
+    headroom = der_perfect - der_random
+    if headroom <= 1e-9:
+        # The perfect filter is no better than a random one: the attack did not take hold,
+        # so there is nothing to defend and no fair way to score.
+        return Score(0.0, parts, "der-calibrated", capped_by="the attack had no effect to remove")
+    return Score(100.0 * clip01((der_mitigated - der_random) / headroom), parts, "der-calibrated")
+
+
+def _require_finite(values: dict[str, float]) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"score part '{name}' is not finite: {value}")
