@@ -14,6 +14,7 @@ import math
 import sys
 import traceback
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,19 @@ if TYPE_CHECKING:
 RESULT_FORMAT = "secureml-result/1"
 MAX_HEADER_BYTES = 1 << 20
 MAX_ERROR_CHARS = 2000
+MAX_CONFIG_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """What a mitigation sent back, parsed but not yet checked against the scenario.
+
+    arrays: named numeric tensors (kept indices, weights, outputs).
+    config: a small JSON object for declarative answers (e.g. a chosen preprocessing).
+    """
+
+    arrays: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def load_module(path: Path, function_name: str) -> types.ModuleType:
@@ -85,15 +99,22 @@ def describe_exception(error: BaseException, path: Path | None = None) -> str:
 # --------------------------------------------------------------------------- result format
 
 
-def encode_result(arrays: dict[str, np.ndarray], *, status: str = "ok", error: str = "") -> bytes:
+def encode_result(result: RawResult | None = None, *, status: str = "ok", error: str = "") -> bytes:
     import numpy as np
     from safetensors.numpy import save
 
-    metadata = {"format": RESULT_FORMAT, "status": status, "error": error[:MAX_ERROR_CHARS]}
-    return save({name: np.ascontiguousarray(value) for name, value in arrays.items()}, metadata)
+    result = result or RawResult({})
+    metadata = {
+        "format": RESULT_FORMAT,
+        "status": status,
+        "error": error[:MAX_ERROR_CHARS],
+        "config": json.dumps(result.config, allow_nan=False),
+    }
+    arrays = {name: np.ascontiguousarray(value) for name, value in result.arrays.items()}
+    return save(arrays, metadata)
 
 
-def decode_result(blob: bytes | None, *, max_bytes: int) -> dict[str, np.ndarray]:
+def decode_result(blob: bytes | None, *, max_bytes: int) -> RawResult:
     """Parse a child's result strictly; raise MitigationError with the gradebook status."""
     if not blob:
         raise MitigationError(
@@ -127,7 +148,23 @@ def decode_result(blob: bytes | None, *, max_bytes: int) -> dict[str, np.ndarray
             raise MitigationError(
                 f"output '{name}' contains NaN or infinite values", status="invalid-result"
             )
-    return arrays
+    return RawResult(arrays, _parse_config(metadata.get("config", "{}")))
+
+
+def _parse_config(text: Any) -> dict[str, Any]:
+    if not isinstance(text, str) or len(text) > MAX_CONFIG_CHARS:
+        raise MitigationError("the result's config is missing or too large", status="invalid-result")
+    try:
+        config = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        raise MitigationError(f"the result's config is not strict JSON ({error})", status="invalid-result") from error
+    if not isinstance(config, dict) or not _json_finite(config):
+        raise MitigationError("the result's config must be a JSON object of finite values", status="invalid-result")
+    return config
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-finite number {name}")
 
 
 def _parse_header(blob: bytes) -> dict[str, Any]:
@@ -137,11 +174,8 @@ def _parse_header(blob: bytes) -> dict[str, Any]:
     if length > MAX_HEADER_BYTES or 8 + length > len(blob):
         raise MitigationError("the result header is malformed", status="invalid-result")
 
-    def reject_constant(name: str):
-        raise ValueError(f"non-finite number {name}")
-
     try:
-        header = json.loads(blob[8 : 8 + length], parse_constant=reject_constant)
+        header = json.loads(blob[8 : 8 + length], parse_constant=_reject_constant)
     except ValueError as error:
         raise MitigationError(f"the result header is not strict JSON ({error})", status="invalid-result") from error
     if not isinstance(header, dict):
@@ -175,20 +209,19 @@ def run_in_child(family: Any, mitigation: Path, folder: Path) -> bytes:
     """What the child process does: load, call, encode. Trainee exceptions become an error result."""
     try:
         module = load_module(mitigation, family.function_name)
-        arrays = family.run_mitigation(module, folder)
-        return encode_result(arrays)
+        return encode_result(family.run_mitigation(module, folder))
     except MitigationError as error:
-        return encode_result({}, status="error", error=error.problem)
+        return encode_result(status="error", error=error.problem)
     except SystemExit:
         # Exiting instead of returning is "no result", exactly as when the process dies.
         return b""
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # trainee code may raise anything
-        return encode_result({}, status="error", error=describe_exception(error, mitigation))
+        return encode_result(status="error", error=describe_exception(error, mitigation))
 
 
-def run_in_process(family: Any, mitigation: Path, folder: Path, *, max_bytes: int = 1 << 30):
+def run_in_process(family: Any, mitigation: Path, folder: Path, *, max_bytes: int = 1 << 30) -> RawResult:
     """Run a trainee's mitigation in this process (a trainee's own `secureml run`).
 
     The result goes through the same encode/decode as in grading, so what passes here

@@ -106,13 +106,13 @@ def run(
     family, split, stage = prepare_stage(scenario, ctx, watch)
     with watch.stage("mitigation"):
         if mitigation is None:
-            arrays = family.no_mitigation(stage)
+            raw = family.no_mitigation(stage)
         else:
             with tempfile.TemporaryDirectory(prefix="secureml-inputs-") as folder:
                 family.write_inputs(stage, Path(folder))
-                arrays = run_in_process(family, mitigation, Path(folder))
+                raw = run_in_process(family, mitigation, Path(folder))
     with watch.stage("evaluate"):
-        outputs = family.check_outputs(stage, arrays)
+        outputs = family.check_outputs(stage, raw)
         evaluation = family.evaluate(stage, outputs, ctx)
     return RunResult(
         scenario=scenario,

@@ -8,8 +8,8 @@ The flow for one submission:
 
     stage = family.prepare(scenario, split, ctx)        # victim + attack, cached, shared
     family.write_inputs(stage, folder)                   # the mitigation's whole view
-    arrays = family.run_mitigation(module, folder)       # in the (sandboxed) child
-    outputs = family.check_outputs(stage, arrays)        # parent: strict validation
+    raw = family.run_mitigation(module, folder)          # in the (sandboxed) child: RawResult
+    outputs = family.check_outputs(stage, raw)           # parent: strict validation
     evaluation = family.evaluate(stage, outputs, ctx)    # parent: metrics, score, feedback
 
 `run_mitigation` runs in the child and sees only `folder`; everything after it runs in the
@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from secureml.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from secureml.cache import Cache
     from secureml.datasets import Split
+    from secureml.mitigation import RawResult
     from secureml.scenario import ScenarioBase
     from secureml.scoring import Score
 
@@ -76,10 +75,10 @@ class Family(Protocol):
 
     def write_inputs(self, stage: Any, folder: Path) -> None: ...
 
-    def run_mitigation(self, module: Any, folder: Path) -> dict[str, np.ndarray]: ...
+    def run_mitigation(self, module: Any, folder: Path) -> RawResult: ...
 
-    def no_mitigation(self, stage: Any) -> dict[str, np.ndarray]: ...
+    def no_mitigation(self, stage: Any) -> RawResult: ...
 
-    def check_outputs(self, stage: Any, arrays: dict[str, np.ndarray]) -> Any: ...
+    def check_outputs(self, stage: Any, raw: RawResult) -> Any: ...
 
     def evaluate(self, stage: Any, outputs: Any, ctx: RunContext) -> Evaluation: ...

@@ -20,6 +20,7 @@ from secureml.errors import MitigationError
 from secureml.families.base import Evaluation, RunContext, Row
 from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, triggered_test_set
 from secureml.families.poisoning.defences import BASELINES
+from secureml.mitigation import RawResult
 from secureml.randomness import generator
 from secureml.scoring import Score, der_calibrated
 from secureml.versions import versions
@@ -225,7 +226,7 @@ class PoisoningFamily:
         )
         Cache(folder / "cache").save_tensors("victims", key, models.model_arrays(stage.victim))
 
-    def run_mitigation(self, module: Any, folder: Path) -> dict[str, np.ndarray]:
+    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
         """In the child: call `sanitize` on the inputs and return the kept indices."""
         import numpy as np
         from safetensors.numpy import load_file
@@ -244,23 +245,23 @@ class PoisoningFamily:
             raise TypeError(
                 f"sanitize must return integer indices or a boolean mask, got dtype {kept.dtype}"
             )
-        return {"kept_indices": kept.astype(np.int64).reshape(-1)}
+        return RawResult({"kept_indices": kept.astype(np.int64).reshape(-1)})
 
-    def no_mitigation(self, stage: PoisoningStage) -> dict[str, np.ndarray]:
+    def no_mitigation(self, stage: PoisoningStage) -> RawResult:
         import numpy as np
 
-        return {"kept_indices": np.arange(stage.size, dtype=np.int64)}
+        return RawResult({"kept_indices": np.arange(stage.size, dtype=np.int64)})
 
-    def check_outputs(self, stage: PoisoningStage, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def check_outputs(self, stage: PoisoningStage, raw: RawResult) -> np.ndarray:
         """Kept indices: 1-D integers in range; duplicates are merged; every class kept."""
         import numpy as np
 
         def invalid(problem: str) -> MitigationError:
             return MitigationError(problem, status="invalid-result")
 
-        if set(arrays) != {"kept_indices"}:
-            raise invalid(f"expected one output 'kept_indices', got {sorted(arrays)}")
-        kept = arrays["kept_indices"]
+        if set(raw.arrays) != {"kept_indices"} or raw.config:
+            raise invalid(f"expected one output 'kept_indices', got {sorted(raw.arrays)}")
+        kept = raw.arrays["kept_indices"]
         if kept.ndim != 1 or kept.dtype.kind not in "iu":
             raise invalid(f"kept indices must be a 1-D integer array, got {kept.dtype} {kept.shape}")
         if len(kept) and (kept.min() < 0 or kept.max() >= stage.size):

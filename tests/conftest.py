@@ -1,0 +1,41 @@
+"""Shared fixtures: an isolated cache per test session, and ways to call the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session: a victim trained by one test is reused by the next,
+    and nothing touches the user's own cache."""
+    path = tmp_path_factory.mktemp("secureml-cache")
+    os.environ["SECUREML_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache for tests that must see training happen."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("SECUREML_CACHE", str(path))
+    return path
+
+
+def secureml(*args: str, timeout_s: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `secureml` command in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "secureml.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
