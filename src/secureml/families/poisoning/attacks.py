@@ -48,6 +48,8 @@ def apply_trigger(x: np.ndarray, trigger: Trigger) -> np.ndarray:
         stamped = add_pattern_bd(
             images, distance=trigger.distance, pixel_value=trigger.pixel_value, channels_first=True
         )
+    elif trigger.kind == "checker":
+        stamped = _checker(images, trigger)
     else:
         # add_single_bd ignores channels_first and would paint a whole row of NCHW input
         # (ART-FACTS pitfall 3), so give it channels-last.
@@ -58,6 +60,23 @@ def apply_trigger(x: np.ndarray, trigger: Trigger) -> np.ndarray:
         ).transpose(0, 3, 1, 2)
     stamped = np.flip(stamped, axis=flips) if flips else stamped
     return np.ascontiguousarray(stamped, dtype=np.float32)
+
+
+def _checker(images: np.ndarray, trigger: Trigger) -> np.ndarray:
+    """A size x size checkerboard in the bottom-right corner, `distance` pixels in.
+
+    ART's 4-pixel pattern is too faint for a clean-label backdoor on MNIST: measured on
+    mnist-5k, ASR stayed below 0.08 at eps 0.3-0.5, against 0.29 with a 5x5 checkerboard.
+    """
+    import numpy as np
+
+    stamped = images.copy()
+    size, inset = trigger.size, trigger.distance - 1
+    height, width = images.shape[2:]
+    checker = (np.indices((size, size)).sum(axis=0) % 2).astype(np.float32) * trigger.pixel_value
+    top, left = height - inset - size, width - inset - size
+    stamped[:, :, top : top + size, left : left + size] = checker
+    return stamped
 
 
 def backdoor(trigger: Trigger):

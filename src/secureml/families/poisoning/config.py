@@ -12,10 +12,12 @@ from secureml.scenario import ScenarioBase, StrictModel
 class Trigger(StrictModel):
     """A trigger drawn with ART's perturbation functions."""
 
-    kind: Literal["pattern", "pixel"] = Field(
+    kind: Literal["pattern", "pixel", "checker"] = Field(
         default="pattern",
-        description="'pattern': ART add_pattern_bd (4-pixel checker); 'pixel': ART add_single_bd",
+        description="'pattern': ART add_pattern_bd (4 pixels); 'pixel': ART add_single_bd; "
+        "'checker': a size x size checkerboard patch",
     )
+    size: int = Field(default=5, ge=2, le=12, description="side of the 'checker' patch in pixels")
     corner: Literal["bottom-right", "top-left", "top-right", "bottom-left"] = "bottom-right"
     distance: int = Field(default=2, ge=1, le=10, description="pixels from the corner")
     pixel_value: float = Field(default=1.0, ge=0.0, le=1.0)
