@@ -187,6 +187,11 @@ def _cifar_without_md5(cifar10):
             names = [entry[0] for entry in self.train_list + self.test_list]
             return all((folder / name).is_file() for name in names)
 
+        def _load_meta(self) -> None:
+            # Class names come from our registry; batches.meta is not needed.
+            self.classes = list(DATASETS["cifar10"].class_names)
+            self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+
     return LocalCIFAR10
 
 

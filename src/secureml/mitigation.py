@@ -132,9 +132,7 @@ def decode_result(blob: bytes | None, *, max_bytes: int) -> RawResult:
     if metadata.get("format") != RESULT_FORMAT:
         raise MitigationError("the result is not in secureml's format", status="invalid-result")
     if metadata.get("status") == "error":
-        raise MitigationError(
-            f"the mitigation raised {metadata.get('error', 'an exception')}", status="error"
-        )
+        raise MitigationError(str(metadata.get("error") or "the mitigation failed"), status="error")
     if metadata.get("status") != "ok":
         raise MitigationError("the result has an unknown status", status="invalid-result")
     from safetensors.numpy import load
@@ -205,31 +203,43 @@ def _all_finite(array) -> bool:
 # --------------------------------------------------------------------------- running
 
 
-def run_in_child(family: Any, mitigation: Path, folder: Path) -> bytes:
-    """What the child process does: load, call, encode. Trainee exceptions become an error result."""
+def call_and_encode(family: Any, module: types.ModuleType, mitigation: Path, folder: Path) -> bytes:
+    """Call the trainee's function through the family and encode what it returned.
+
+    An exception becomes an error result naming the trainee's line; exiting instead of
+    returning (SystemExit) gives no result at all, exactly as when the process dies.
+    """
     try:
-        module = load_module(mitigation, family.function_name)
         return encode_result(family.run_mitigation(module, folder))
-    except MitigationError as error:
-        return encode_result(status="error", error=error.problem)
     except SystemExit:
-        # Exiting instead of returning is "no result", exactly as when the process dies.
         return b""
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # trainee code may raise anything
-        return encode_result(status="error", error=describe_exception(error, mitigation))
+        problem = f"{family.function_name} raised {describe_exception(error, mitigation)}"
+        return encode_result(status="error", error=problem)
 
 
-def run_in_process(family: Any, mitigation: Path, folder: Path, *, max_bytes: int = 1 << 30) -> RawResult:
-    """Run a trainee's mitigation in this process (a trainee's own `secureml run`).
+def run_in_child(family: Any, mitigation: Path, folder: Path) -> bytes:
+    """What the (sandboxed) child process does: load, call, encode."""
+    try:
+        module = load_module(mitigation, family.function_name)
+    except MitigationError as error:
+        return encode_result(status="error", error=error.message())
+    return call_and_encode(family, module, mitigation, folder)
+
+
+def run_in_process(
+    family: Any, module: types.ModuleType, mitigation: Path, folder: Path, *, max_bytes: int = 1 << 30
+) -> RawResult:
+    """Run an already loaded mitigation in this process (a trainee's own `secureml run`).
 
     The result goes through the same encode/decode as in grading, so what passes here
     passes the grader's checks too. Not isolated: only for the trainee's own code.
     """
     saved_argv = list(sys.argv)
     try:
-        blob = run_in_child(family, mitigation, folder)
+        blob = call_and_encode(family, module, mitigation, folder)
     finally:
         sys.argv[:] = saved_argv
     try:

@@ -100,17 +100,20 @@ def run(
     hidden_variant: bool = False,
 ) -> RunResult:
     """Run the scenario with a trainee's mitigation file (or none) in this process."""
-    from secureml.mitigation import run_in_process
+    from secureml.mitigation import load_module, run_in_process
 
     watch = Stopwatch()
+    family = family_of(scenario)
+    # A broken file fails before minutes of training, not after.
+    module = load_module(mitigation, family.function_name) if mitigation else None
     family, split, stage = prepare_stage(scenario, ctx, watch)
     with watch.stage("mitigation"):
-        if mitigation is None:
+        if module is None:
             raw = family.no_mitigation(stage)
         else:
             with tempfile.TemporaryDirectory(prefix="secureml-inputs-") as folder:
                 family.write_inputs(stage, Path(folder))
-                raw = run_in_process(family, mitigation, Path(folder))
+                raw = run_in_process(family, module, mitigation, Path(folder))
     with watch.stage("evaluate"):
         outputs = family.check_outputs(stage, raw)
         evaluation = family.evaluate(stage, outputs, ctx)

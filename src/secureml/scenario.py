@@ -362,19 +362,33 @@ def _explain(item: dict, schema: type[BaseModel], raw: Any, lines, file: str) ->
             field=field,
             expected=_describe_type(schema, raw, loc),
             found="nothing",
-            fix=f"add '{loc[-1]}:' under '{_dotted(loc[:-1]) or 'the top level'}'",
+            fix=f"add '{loc[-1]}:' "
+            + (f"under '{_dotted(loc[:-1])}'" if loc[:-1] else "at the top level"),
+        )
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        context = item.get("ctx", {})
+        tag_field = str(context.get("discriminator", "name")).strip("'")
+        return ConfigError(
+            "unknown or missing kind",
+            file=where,
+            field=_dotted((*loc, tag_field)),
+            expected="one of: " + str(context.get("expected_tags", "")).replace("'", ""),
+            found=repr(context.get("tag")),
+            fix=f"set '{tag_field}' to one of the values above",
         )
     message = item["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     expected = message.removeprefix("Input should be ").removeprefix("String should ")
+    # "a valid integer, unable to parse string as an integer" -> "a valid integer"
+    expected = expected.split(", unable to")[0]
     return ConfigError(
         "invalid value",
         file=where,
-        field=field,
+        field=field or "(the scenario as a whole)",
         expected=expected,
         found=_short_repr(item.get("input")),
-        fix=f"change '{field}' to {expected}",
+        fix=f"set '{field}' to {expected}" if field else "see the expected value above",
     )
 
 

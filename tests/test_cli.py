@@ -1,0 +1,109 @@
+"""The CLI's fast paths and its verify command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from secureml.cli import cli
+
+from conftest import REPO, secureml
+
+HEAVY = ("torch", "torchvision", "art", "matplotlib", "sklearn")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["show", "poisoning-01"], ["check", "scenarios/poisoning-01.yaml"], ["--version"]])
+def test_fast_commands_import_no_torch_or_art(args):
+    """`--help`, `list`, `show` and `check` must stay instant (bench/bench_cli.py times them)."""
+    probe = (
+        "import sys\n"
+        "from secureml.cli import main\n"
+        f"sys.argv = ['secureml', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(loaded))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert "HEAVY=" in result.stderr, result.stderr
+    assert result.stderr.rsplit("HEAVY=", 1)[1].strip() == "", result.stderr
+
+
+def test_list_shows_id_family_title_difficulty_and_atlas():
+    result = CliRunner().invoke(cli, ["list", "--json"])
+    assert result.exit_code == 0
+    rows = {row["id"]: row for row in json.loads(result.output)}
+    assert rows["poisoning-01"]["family"] == "poisoning"
+    assert rows["poisoning-01"]["atlas_technique"] == "AML.T0020"
+    assert {"title", "difficulty"} <= set(rows["poisoning-01"])
+
+
+def test_show_gives_threat_model_task_interface_and_formula():
+    result = CliRunner().invoke(cli, ["show", "poisoning-01"])
+    assert result.exit_code == 0
+    for heading in ("Threat model", "Your task", "Mitigation interface", "Scoring"):
+        assert heading in result.output
+    assert "def sanitize(x, y, tools)" in result.output
+    assert "DER_perfect - DER_random" in result.output
+
+
+def test_show_accepts_a_path_too():
+    result = CliRunner().invoke(cli, ["show", str(REPO / "scenarios/poisoning-01.yaml"), "--json"])
+    assert json.loads(result.output)["id"] == "poisoning-01"
+
+
+def test_help_has_examples():
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert "Examples:" in result.output and "--mitigation" in result.output
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _copy_scenario(tmp_path, scenario_id: str):
+    """The scenario with its lab paths made absolute, in a folder of its own."""
+    path = tmp_path / f"{scenario_id}.yaml"
+    text = (REPO / "scenarios" / f"{scenario_id}.yaml").read_text()
+    path.write_text(text.replace("../labs/", f"{REPO}/labs/"))
+    return path
+
+
+@pytest.mark.slow
+def test_verify_passes_on_recorded_values_and_fails_on_a_perturbed_one(tmp_path):
+    path = _copy_scenario(tmp_path, "poisoning-01")
+    junit = tmp_path / "verify.xml"
+    good = secureml("verify", str(path), "--junit", str(junit))
+    assert good.returncode == 0, good.stdout + good.stderr
+    suite = ET.parse(junit).getroot()
+    assert int(suite.get("tests")) > 10 and suite.get("failures") == "0"
+
+    data = yaml.safe_load(path.read_text())
+    data["expected"]["victim.clean_accuracy"]["value"] -= 0.2
+    text = path.read_text()
+    head = text[: text.index("expected:")]
+    path.write_text(head + yaml.safe_dump({"expected": data["expected"]}))
+    bad = secureml("verify", str(path), "--junit", str(junit), "--json")
+    assert bad.returncode == 5
+    checks = json.loads(bad.stdout)["checks"]
+    drifted = [c["metric"] for c in checks if not c["ok"]]
+    assert drifted == ["victim.clean_accuracy"]
+    assert ET.parse(junit).getroot().get("failures") == "1"
+
+
+@pytest.mark.slow
+def test_verify_record_writes_expected_values_and_keeps_comments(tmp_path):
+    path = _copy_scenario(tmp_path, "poisoning-01")
+    text = path.read_text()
+    path.write_text(text[: text.index("expected:")])
+    assert secureml("verify", str(path)).returncode == 5, "no expected values yet"
+    recorded = secureml("verify", str(path), "--record")
+    assert recorded.returncode == 0, recorded.stderr
+    new_text = path.read_text()
+    assert new_text.startswith("# A BadNets backdoor")
+    assert yaml.safe_load(new_text)["expected"]["score"]["value"] >= 80
+    assert secureml("verify", str(path)).returncode == 0

@@ -1,0 +1,127 @@
+"""End to end: `secureml run` on the poisoning labs, as a trainee would type it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO, secureml
+
+LAB = REPO / "labs" / "poisoning-01"
+
+
+def _run(*args: str, out) -> dict:
+    result = secureml("run", *args, "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert json.loads((out / "results.json").read_text()) == payload
+    return payload
+
+
+@pytest.mark.slow
+def test_run_poisoning_01_without_mitigation_scores_near_zero(tmp_path):
+    payload = _run("poisoning-01", out=tmp_path)
+    assert payload["score"] <= 2.0
+    metrics = payload["metrics"]
+    assert metrics["victim.attack_success_rate"] > 0.9, "the backdoor must take hold"
+    assert metrics["victim.clean_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_run_poisoning_01_with_the_reference_solution_scores_high(tmp_path):
+    payload = _run("poisoning-01", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
+    assert payload["score"] >= 80
+    assert payload["metrics"]["mitigated.attack_success_rate"] < 0.05
+    assert (tmp_path / "triggers.png").stat().st_size > 10_000
+    # Provenance recorded with every result.
+    for key in ("seed", "config_sha256", "data_sha256", "versions", "threads", "timings_s"):
+        assert payload[key], key
+    assert payload["versions"]["torch"] and payload["versions"]["art"]
+    # The baselines trainees compete against are in the table.
+    conditions = [row["condition"] for row in payload["rows"]]
+    assert "ART activation-defence" in conditions and "ART spectral-signature" in conditions
+
+
+@pytest.mark.slow
+def test_run_poisoning_01_starter_runs_and_scores_low(tmp_path):
+    payload = _run("poisoning-01", "--mitigation", str(LAB / "mitigation.py"), out=tmp_path)
+    assert payload["score"] < 20
+    assert payload["feedback"], "a low score must come with feedback"
+
+
+@pytest.mark.slow
+def test_run_poisoning_02_reference_beats_starter(tmp_path):
+    lab = REPO / "labs" / "poisoning-02"
+    solution = _run("poisoning-02", "--mitigation", str(lab / "solution.py"), out=tmp_path / "s")
+    starter = _run("poisoning-02", "--mitigation", str(lab / "mitigation.py"), out=tmp_path / "m")
+    none = _run("poisoning-02", out=tmp_path / "n")
+    assert solution["score"] >= 80
+    assert starter["score"] < 20
+    assert none["score"] <= 2.0
+
+
+@pytest.mark.slow
+def test_second_run_reuses_the_cached_victim(tmp_path, fresh_cache):
+    first = _run("poisoning-01", out=tmp_path / "a")
+    second = _run("poisoning-01", out=tmp_path / "b")
+    assert first["cache"]["victims"]["misses"] > 0
+    assert second["cache"]["victims"]["misses"] == 0, "nothing may be retrained on a warm cache"
+    assert second["cache"]["poisoned"]["hits"] == 1
+    assert second["timings_s"]["prepare"] < first["timings_s"]["prepare"]
+    assert second["metrics"] == first["metrics"]
+
+
+@pytest.mark.slow
+def test_same_seed_twice_gives_identical_metrics_without_cache(tmp_path):
+    first = _run("poisoning-01", "--no-cache", "--seed", "7", out=tmp_path / "a")
+    second = _run("poisoning-01", "--no-cache", "--seed", "7", out=tmp_path / "b")
+    assert first["metrics"] == second["metrics"]
+    assert first["seed"] == 7 and first["data_sha256"] == second["data_sha256"]
+
+
+@pytest.mark.slow
+def test_seeds_option_reports_mean_and_std(tmp_path):
+    payload = _run("poisoning-01", "--seeds", "2", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
+    assert payload["seeds"] == [1234, 1235]
+    assert set(payload["mean"]) == set(payload["std"])
+    assert len(payload["runs"]) == 2 and payload["mean"]["score"] >= 80
+
+
+def test_broken_submission_gets_one_readable_message(tmp_path):
+    broken = tmp_path / "mine.py"
+    broken.write_text("def sanitize(x, y, tools):\n    return x[\n")
+    result = secureml("run", "poisoning-01", "--mitigation", str(broken), "--out", str(tmp_path))
+    assert result.returncode == 4
+    assert "syntax error at line" in result.stderr and str(broken) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_submission_without_the_function_names_it(tmp_path):
+    wrong = tmp_path / "mine.py"
+    wrong.write_text("def clean(x, y):\n    return []\n")
+    result = secureml("run", "poisoning-01", "--mitigation", str(wrong), "--out", str(tmp_path))
+    assert result.returncode == 4
+    assert "does not define a function 'sanitize'" in result.stderr and "clean" in result.stderr
+
+
+def test_submission_that_raises_shows_its_line(tmp_path):
+    crashing = tmp_path / "mine.py"
+    crashing.write_text("def sanitize(x, y, tools):\n    raise ValueError('oops')\n")
+    result = secureml("run", "poisoning-01", "--mitigation", str(crashing), "--out", str(tmp_path))
+    assert result.returncode == 4
+    assert "ValueError: oops (mine.py, line 2)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_submission_returning_garbage_is_an_invalid_result(tmp_path):
+    garbage = tmp_path / "mine.py"
+    garbage.write_text("def sanitize(x, y, tools):\n    return [10**9]\n")
+    result = secureml("run", "poisoning-01", "--mitigation", str(garbage), "--out", str(tmp_path), "--json")
+    assert result.returncode == 4
+    assert "must lie in" in json.loads(result.stdout)["error"]
+
+
+def test_missing_mitigation_file_is_a_clear_error(tmp_path):
+    result = secureml("run", "poisoning-01", "--mitigation", str(tmp_path / "nope.py"))
+    assert result.returncode == 4 and "mitigation file not found" in result.stderr

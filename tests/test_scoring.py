@@ -1,0 +1,85 @@
+"""The poisoning score is a pure function; test it exhaustively on constructed numbers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from secureml.scoring import clip01, defence_effectiveness, der_calibrated
+
+BASE = dict(
+    asr_none=0.99, ca_none=0.94,
+    asr_random=0.99, ca_random=0.94,
+    asr_perfect=0.0, ca_perfect=0.95,
+    max_clean_accuracy_drop=0.05,
+)  # fmt: skip
+
+
+def score(**changes):
+    return der_calibrated(**{**BASE, **changes})
+
+
+def test_no_mitigation_scores_zero():
+    result = score(asr_mitigated=0.99, ca_mitigated=0.94)
+    assert result.total == 0.0
+    assert result.parts["der_mitigated"] == pytest.approx(0.5)
+
+
+def test_perfect_filtering_scores_100():
+    assert score(asr_mitigated=0.0, ca_mitigated=0.95).total == pytest.approx(100.0)
+
+
+def test_halving_the_attack_scores_about_half():
+    assert score(asr_mitigated=0.495, ca_mitigated=0.94).total == pytest.approx(50.0, abs=1.0)
+
+
+def test_losing_more_than_five_points_of_clean_accuracy_scores_zero():
+    result = score(asr_mitigated=0.0, ca_mitigated=0.94 - 0.051)
+    assert result.total == 0.0 and "clean accuracy fell" in result.capped_by
+
+
+def test_losing_exactly_five_points_is_still_scored():
+    assert score(asr_mitigated=0.0, ca_mitigated=0.89).total > 0
+
+
+def test_a_mitigation_no_better_than_random_dropping_scores_zero():
+    result = score(asr_random=0.6, ca_random=0.93, asr_mitigated=0.6, ca_mitigated=0.93)
+    assert result.total == 0.0
+
+
+def test_an_attack_that_never_took_hold_cannot_be_scored_and_scores_zero():
+    result = score(asr_none=0.05, asr_random=0.05, asr_perfect=0.05, asr_mitigated=0.0, ca_mitigated=0.94)
+    assert result.total == 0.0 and "no effect" in result.capped_by
+
+
+def test_der_rewards_asr_drops_and_penalises_ca_drops():
+    assert defence_effectiveness(1.0, 0.0, 0.9, 0.9) == 1.0
+    assert defence_effectiveness(1.0, 1.0, 0.9, 0.9) == 0.5
+    assert defence_effectiveness(1.0, 1.0, 0.9, 0.8) == pytest.approx(0.45)
+    # An ASR increase is not a negative drop: max(0, ...).
+    assert defence_effectiveness(0.5, 0.9, 0.9, 0.9) == 0.5
+
+
+@pytest.mark.parametrize(
+    "asr_mitigated, ca_mitigated",
+    list(itertools.product([0.0, 0.1, 0.5, 0.9, 1.0], [0.80, 0.89, 0.92, 0.94, 0.99])),
+)
+def test_score_is_always_within_0_and_100_and_finite(asr_mitigated, ca_mitigated):
+    total = score(asr_mitigated=asr_mitigated, ca_mitigated=ca_mitigated).total
+    assert 0.0 <= total <= 100.0 and math.isfinite(total)
+
+
+def test_score_never_rewards_a_worse_attack_outcome():
+    totals = [score(asr_mitigated=asr, ca_mitigated=0.94).total for asr in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    assert totals == sorted(totals, reverse=True)
+
+
+def test_non_finite_metrics_are_rejected():
+    with pytest.raises(ValueError, match="not finite"):
+        score(asr_mitigated=float("nan"), ca_mitigated=0.9)
+
+
+def test_clip01():
+    assert [clip01(v) for v in (-1, 0.3, 2)] == [0.0, 0.3, 1.0]
