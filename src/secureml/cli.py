@@ -395,6 +395,8 @@ def verify(scenario_ids, record, junit, seed, seeds, data_root, device, threads,
             }, indent=2))
         else:
             _print_checks(checks, errors, recorded, report.console())
+        if (drifted or errors) and as_json:
+            sys.exit(VerifyDrift.exit_code)  # the JSON above already says what drifted
         if drifted or errors:
             raise VerifyDrift(
                 f"{len(drifted)} metric(s) drifted, {len(errors)} scenario(s) failed to run",
