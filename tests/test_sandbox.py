@@ -117,8 +117,9 @@ def test_child_runs_as_an_unused_uid_without_capabilities(inputs_dir: Path) -> N
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            # Only the trainee's interpreter, not bwrap, setpriv or the start shell.
-            if command[0] == PYTHON.encode():
+            # Only the trainee's interpreter (`python -c CODE`), not bwrap, setpriv, the
+            # start shell or our launcher (`python -S -I -c ...`, root until it execs bwrap).
+            if command[:2] == [PYTHON.encode(), b"-c"]:
                 uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
                 host_uids.append([int(u) for u in uid_line.split()[1:]])
         time.sleep(0.05)

@@ -45,10 +45,15 @@ def default_tolerance(name: str, value: float) -> float:
     """Room for the drift of retraining on another machine or thread count.
 
     Measured: repeated runs on one machine are identical; accuracies moved by up to 0.01
-    between thread counts. Scores amplify that, hence their wider band.
+    between thread counts. Scores amplify that, hence their wider band. The ART baselines
+    cluster the features of a retrained model and amplify it further: between two 2-core
+    machines, a 0.002 change in poisoning-01's victim accuracy moved ActivationDefence's
+    ASR by 0.05.
     """
     if name == "score" or name.endswith(".score"):
         return 10.0
+    if name.startswith("baseline."):
+        return 0.1
     if name.endswith(".kept"):
         return max(2.0, round(0.02 * value))
     return 0.03
