@@ -348,14 +348,14 @@ def test_csv_export_has_lms_columns_first_then_sorted_parts_and_metrics() -> Non
     text = render_csv(rows)
     table = list(csv.reader(io.StringIO(text)))
     assert table[0] == [
-        "student_id", "score", "max_score", "status",
+        "student_id", "score", "max_score", "status", "flags",
         "part:alpha", "part:asr_drop", "part:ca_drop", "part:der", "part:zeta",
         "metric:attack_success_rate", "metric:clean_accuracy", "metric:m",
     ]  # fmt: skip
     by_trainee = {line[0]: line for line in table[1:]}
     assert [line[0] for line in table[1:]] == ["alice", "bob", "carol"]
     assert by_trainee["bob"][:4] == ["bob", "87.5", "100.0", "ok"]
-    assert by_trainee["bob"][4] == "0.25" and by_trainee["bob"][-1] == "-0.5"  # numbers stay numbers
+    assert by_trainee["bob"][5] == "0.25" and by_trainee["bob"][-1] == "-0.5"  # numbers stay numbers
     assert by_trainee["alice"][1:4] == ["0.0", "100.0", "timeout"]  # the trainee's own failure: 0
     assert by_trainee["carol"][1:4] == ["", "100.0", "infra-error"]  # the grader's failure: no grade
     text.encode("utf-8")
@@ -499,7 +499,7 @@ def test_latest_per_trainee_breaks_ties_by_order() -> None:
 
 
 def test_an_empty_gradebook_still_exports(tmp_path: Path) -> None:
-    assert render_csv([]) == "student_id,score,max_score,status\r\n"
+    assert render_csv([]) == "student_id,score,max_score,status,flags\r\n"
     assert json.loads(render_json([])) == []
     assert "Gradebook: no submissions" in render_html([])
     assert export([], "gradescope", tmp_path / "gradescope") == []

@@ -424,5 +424,197 @@ def _print_checks(checks, errors, recorded, out) -> None:
         out.print(f"recorded expected values in {path}")
 
 
+# --------------------------------------------------------------------------- grade
+
+# The gradebook's export formats (secureml.gradebook.EXPORT_FORMATS), spelled out so that
+# `--help` imports nothing; tests/test_grade.py checks that the two lists agree.
+GRADE_EXPORT_FORMATS = ("csv", "json", "gradescope", "html")
+
+_UNSAFE_WARNING = """\
+WARNING: --unsafe: bubblewrap isolation is unavailable here ({problem}).
+WARNING: Submissions run as ordinary subprocesses of this user, with rlimits only. They can
+WARNING: read your files, the test set and the gradebook, and use the network.
+WARNING: Grade only code you trust this way."""
+
+
+def _export_options(function):
+    options = [
+        click.option("--export", "export_format", type=click.Choice(GRADE_EXPORT_FORMATS),
+                     help="Also write the grades: csv (LMS import), json, gradescope "
+                          "(a folder of results.json) or html (a self-contained report)."),
+        click.option("--output", type=click.Path(path_type=Path),
+                     help="Where --export writes [default: SCENARIO-grades.FORMAT, "
+                          "or the folder SCENARIO-gradescope]."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None) -> list[Path]:
+    from secureml import gradebook
+
+    if export_format is None:
+        if output is not None:
+            raise click.UsageError("--output needs --export FORMAT (csv, json, gradescope or html).")
+        return []
+    if output is None:
+        stem = scenario_id or "all"
+        output = Path(f"{stem}-gradescope" if export_format == "gradescope" else f"{stem}-grades.{export_format}")
+    return gradebook.export(rows, export_format, output)
+
+
+@cli.command()
+@click.argument("scenario_id", metavar="ID|FILE")
+@click.argument("submissions", type=click.Path(exists=True, path_type=Path))
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("gradebook.db"),
+              show_default=True, help="The gradebook (SQLite); created if missing.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Grade N submissions at once, in parallel processes.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Wall-clock seconds each submission may run.")
+@click.option("--memory", "memory_mb", type=click.IntRange(min=256), default=4096, show_default=True,
+              help="Memory limit of each submission in MB (importing torch takes ~500).")
+@_export_options
+@click.option("--hidden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A YAML file of overrides the trainees never saw (seed, trigger, target...). "
+                   "Rows record that a hidden variant was used, not what it was. A submission "
+                   "has one row per gradebook: use another --db to keep its public grade too.")
+@click.option("--regrade", is_flag=True, help="Grade every submission again, even those already graded.")
+@click.option("--unsafe", is_flag=True,
+              help="Where bubblewrap is unavailable, run submissions WITHOUT isolation.")
+@click.option("--data-root", type=click.Path(path_type=Path), envvar="SECUREML_DATA",
+              help="Folder with torchvision datasets [env: SECUREML_DATA].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only (no progress bar, no table).")
+def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, hidden,
+          regrade, unsafe, data_root, as_json) -> None:
+    """Grade every trainee's mitigation for a scenario, each in its own sandbox.
+
+    SUBMISSIONS is a folder with one NAME.py file or NAME/ folder (holding
+    mitigation.py) per trainee, or a zip of such a folder. The attack and the victim
+    are built once and shared; each submission runs isolated (no network, read-only
+    view of its inputs only, limits on time, memory and processes) and is scored by
+    the grader. Each row is stored as soon as it is graded; a re-run grades only new
+    or changed submissions. Exits 7 if trainee code cannot be isolated here (see
+    --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
+
+    \b
+    Examples:
+      secureml grade poisoning-01 submissions/ --jobs 2
+      secureml grade poisoning-01 submissions.zip --db course.db --export csv --output grades.csv
+      secureml grade poisoning-01 submissions/ --hidden hidden/poisoning-01.yaml --regrade
+      secureml grade poisoning-01 submissions/ --timeout 120 --memory 2048 --json
+    """
+    # Before torch loads OpenMP: idle threads sleep instead of spinning at barriers. On a
+    # busy 2-core machine this made building poisoning-01's stage 2x faster (87 s -> 40 s).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from secureml import grade as grading
+    from secureml import gradebook, report, scenario
+    from secureml.progress import NO_PROGRESS, RichProgress
+    from secureml.sandbox import Limits
+
+    with _guard(as_json):
+        if output is not None and export_format is None:
+            raise click.UsageError("--output needs --export FORMAT (csv, json, gradescope or html).")
+        loaded = scenario.load(scenario_id)
+        variant = scenario.apply_overrides(loaded, hidden) if hidden else None
+        if grading.resolve_isolation(unsafe):
+            from secureml.sandbox import isolation_problem
+
+            click.secho(_UNSAFE_WARNING.format(problem=isolation_problem()), err=True, fg="red", bold=True)
+        settings = grading.GradeSettings(
+            limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb),
+            data_root=data_root, jobs=jobs, regrade=regrade, unsafe=unsafe,
+        )
+        stage_progress = NO_PROGRESS if as_json else RichProgress()
+        bar = grading.NO_GRADE_PROGRESS if as_json else grading.RichGradeProgress()
+        with gradebook.Gradebook.open(db) as book:
+            outcome = grading.grade_workshop(loaded, submissions, book, settings, hidden=variant,
+                                             stage_progress=stage_progress, progress=bar)
+            exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id)
+        if as_json:
+            click.echo(json.dumps(grading.report_json(outcome, gradebook_path=db, exported=exported), indent=2))
+        else:
+            out = report.console()
+            for note in outcome.notes:
+                out.print(f"[yellow]note:[/yellow] {note}")
+            if outcome.graded:
+                title = f"secureml grade {loaded.id}" + (" (hidden variant)" if variant else "")
+                out.print(grading.rows_table(outcome.graded, title))
+            counts = ", ".join(f"{status} {count}" for status, count in sorted(outcome.counts().items()))
+            out.print(f"graded {len(outcome.graded)}" + (f" ({counts})" if counts else "")
+                      + f", skipped {len(outcome.skipped)} already graded"
+                      + ("" if regrade else " (--regrade grades them again)" if outcome.skipped else "")
+                      + f" in {outcome.wall_s:.1f} s; isolation: {outcome.isolation}")
+            out.print(f"[dim]gradebook: {db}[/dim]")
+            for path in exported:
+                out.print(f"[dim]exported: {path}[/dim]")
+        if outcome.infra_errors:
+            if as_json:
+                sys.exit(grading.GradingIncomplete.exit_code)
+            raise grading.GradingIncomplete(
+                f"the grader failed on {len(outcome.infra_errors)} submission(s) "
+                f"({', '.join(row.trainee for row in outcome.infra_errors)})",
+                fix="run the same command again: rows with infra-error are graded again",
+            )
+
+
+@cli.command("gradebook")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("gradebook.db"),
+              show_default=True, help="The gradebook written by `secureml grade`.")
+@click.option("--scenario", "scenario_id", help="Only this scenario [default: every scenario].")
+@_export_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
+    """Show or export the stored grades, without running anything.
+
+    Shows the newest row of each trainee. csv, gradescope and html exports cover one
+    scenario: pick it with --scenario when the gradebook holds several.
+
+    \b
+    Examples:
+      secureml gradebook
+      secureml gradebook --db course.db --scenario poisoning-01 --export html --output report.html
+      secureml gradebook --export gradescope --output gradescope/
+      secureml gradebook --json | jq '.[] | {trainee, score, status}'
+    """
+    from secureml import gradebook, report
+    from secureml import grade as grading
+
+    with _guard(as_json):
+        if not db.is_file():
+            raise gradebook.GradebookError(
+                f"there is no gradebook at {db}",
+                fix="grade first with `secureml grade ID SUBMISSIONS --db FILE`, or pass --db",
+            )
+        with gradebook.Gradebook.open(db) as book:
+            scenario_ids = [scenario_id] if scenario_id else book.scenario_ids()
+            rows = [row for each in scenario_ids for row in book.latest(each)]
+        if scenario_id and not rows:
+            raise gradebook.GradebookError(
+                f"the gradebook {db} holds no rows for scenario '{scenario_id}'",
+                fix="run `secureml gradebook` to see which scenarios it holds",
+            )
+        export_scenario = scenario_ids[0] if len(scenario_ids) == 1 else None
+        if export_format not in (None, "json") and export_scenario is None:
+            raise gradebook.GradebookError(
+                f"the gradebook {db} holds {len(scenario_ids)} scenarios "
+                f"({', '.join(scenario_ids)}), and a {export_format} export covers one",
+                fix="pick one with --scenario ID",
+            )
+        exported = _export_grades(rows, export_format, output, export_scenario)
+        if as_json:
+            click.echo(gradebook.render_json(rows), nl=False)
+            return
+        out = report.console()
+        if not rows:
+            out.print(f"The gradebook {db} is empty.")
+        for each in scenario_ids:
+            out.print(grading.rows_table([row for row in rows if row.scenario_id == each],
+                                         f"gradebook: {each}", show_graded_at=True))
+        for path in exported:
+            out.print(f"[dim]exported: {path}[/dim]")
+
+
 if __name__ == "__main__":
     main()

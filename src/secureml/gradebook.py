@@ -6,7 +6,7 @@ crashed or `kill -9`'d grading run, and several grading processes may write to i
 at once. Exports turn rows into what instructors upload or read: a CSV for an LMS
 gradebook, a JSON dump, Gradescope `results.json` files and a one-file HTML report.
 
-Only the standard library is used here, so `secureml grade` and the exports start
+Only the standard library (and secureml.errors) is used here, so `secureml grade` and the exports start
 instantly and work on machines without torch.
 """
 
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from secureml.errors import SecuremlError
 
 __all__ = [
     "STATUSES",
@@ -86,8 +88,11 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # --------------------------------------------------------------------------- errors
 
 
-class GradebookError(Exception):
+class GradebookError(SecuremlError):
     """Something about the gradebook or its exports went wrong; the message says how to fix it."""
+
+    # The CLI exits with this code (see secureml.errors for the others).
+    exit_code = 6
 
 
 class NotAGradebookError(GradebookError):
@@ -700,7 +705,8 @@ def _csv_text(text: str) -> str:
 def render_csv(rows: Iterable[GradeRow]) -> str:
     """A CSV for LMS gradebook imports, from the newest row of each trainee of one scenario.
 
-    Columns: student_id, score, max_score, status, then `part:<name>` and
+    Columns: student_id, score, max_score, status, flags (what an instructor should
+    review, "; "-separated, e.g. suspected gradient masking), then `part:<name>` and
     `metric:<name>` columns in sorted order (empty where a row lacks one). The
     score column holds `gradebook_points`: 0 for the trainee's own failures, empty
     for infra-errors. Text cells that a spreadsheet would run as a formula get a
@@ -710,7 +716,7 @@ def render_csv(rows: Iterable[GradeRow]) -> str:
     _require_one_scenario(latest_rows, "csv")
     part_names = sorted({name for row in latest_rows for name in row.parts})
     metric_names = sorted({name for row in latest_rows for name in row.metrics})
-    header = ["student_id", "score", "max_score", "status"]
+    header = ["student_id", "score", "max_score", "status", "flags"]
     header += [f"part:{name}" for name in part_names]
     header += [f"metric:{name}" for name in metric_names]
     buffer = io.StringIO()
@@ -723,6 +729,7 @@ def render_csv(rows: Iterable[GradeRow]) -> str:
                 _format_number(gradebook_points(row)),
                 _format_number(row.max_score),
                 _csv_text(row.status),
+                _csv_text("; ".join(row.flags)),
                 *(_format_number(row.parts.get(name)) for name in part_names),
                 *(_format_number(row.metrics.get(name)) for name in metric_names),
             ]

@@ -59,6 +59,7 @@ __all__ = [
     "SandboxResult",
     "SandboxUnavailable",
     "bubblewrap_available",
+    "isolation_problem",
     "run_sandboxed",
 ]
 
@@ -184,6 +185,11 @@ class SandboxInputError(ValueError):
 def bubblewrap_available() -> bool:
     """Whether `run_sandboxed(..., unsafe=False)` can isolate on this machine."""
     return _bubblewrap_problem() is None
+
+
+def isolation_problem() -> str | None:
+    """Why `run_sandboxed(..., unsafe=False)` cannot isolate here, or None when it can."""
+    return _bubblewrap_problem()
 
 
 def run_sandboxed(

@@ -1,0 +1,3 @@
+def sanitize(x, y, tools):
+    hoard = bytearray(8 * 1024**3)
+    return hoard

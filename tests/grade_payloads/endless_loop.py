@@ -1,0 +1,3 @@
+def sanitize(x, y, tools):
+    while True:
+        pass

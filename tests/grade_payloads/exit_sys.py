@@ -1,0 +1,5 @@
+import sys
+
+
+def sanitize(x, y, tools):
+    sys.exit(0)

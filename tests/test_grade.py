@@ -1,0 +1,686 @@
+"""`secureml grade`, attacked for real: hostile submissions against poisoning-01.
+
+Every test grades real submissions (tests/grade_payloads/) through the grader, in the real
+sandbox, on the real stage (mnist-5k, the cached victim). Most go through the Python API
+(`grade_submission`, `grade_workshop`) for speed; the kill -9, Ctrl-C, --jobs 2 and zip
+tests go through the real command line. Hostile payloads do their attack and then return every index, which
+costs the grader no retraining and scores 0, so anything else is the attack getting
+through. Timeouts are a few seconds where a timeout is the point. The fork bomb runs only
+after the bounded process-limit test in this file has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from secureml import grade, scenario
+from secureml.cli import GRADE_EXPORT_FORMATS, cli
+from secureml.errors import ConfigError
+from secureml.grade import (
+    HIDDEN_VARIANT_FEEDBACK,
+    GradeJob,
+    GradeSettings,
+    IsolationUnavailable,
+    SubmissionsError,
+    discover_submissions,
+    grade_submission,
+    grade_workshop,
+)
+from secureml.gradebook import EXPORT_FORMATS, Gradebook, GradeRow, export
+from secureml.sandbox import Limits, bubblewrap_available
+
+from conftest import REPO, secureml
+
+# As `secureml grade` does: OpenMP threads that spin at barriers made the cold stage of
+# poisoning-01 2x slower on a shared 2-core machine. Numbers are unchanged; it only takes
+# effect if torch is not loaded yet (running this file alone).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+PAYLOADS = Path(__file__).resolve().parent / "grade_payloads"
+needs_bwrap = pytest.mark.skipif(
+    not bubblewrap_available(), reason="bubblewrap isolation unavailable here (needs bwrap, setpriv and root)"
+)
+# What poisoning's write_inputs gives a mitigation; anything else in its folder is a leak.
+POISONING_INPUTS = ["train.safetensors", "task.json", "cache"]
+
+# Set by the bounded process-limit test; the fork bomb refuses to run without it.
+_process_limit_proven = False
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def poisoning(session_cache, tmp_path_factory) -> scenario.ScenarioBase:
+    """poisoning-01, with its stage built once for the whole file (about 30 s cold)."""
+    loaded = scenario.load("poisoning-01")
+    folder = tmp_path_factory.mktemp("warmup")
+    found = discover_submissions(_submissions(folder / "submissions", {"warmup": "all_indices"}),
+                                 folder / "unpacked")
+    row = grade_submission(_job(loaded, session_cache, found.submissions[0]))
+    assert row.status == "ok", row.error
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def honest(poisoning, session_cache, tmp_path_factory) -> GradeRow:
+    """What keeping every index (no mitigation) honestly scores: the bar attacks must not beat."""
+    return _grade_one(poisoning, session_cache, tmp_path_factory.mktemp("honest"), "all_indices")
+
+
+def _payload(name: str, **params) -> str:
+    text = (PAYLOADS / f"{name}.py").read_text()
+    if params:
+        assert "PARAMS = {}" in text, f"{name}.py takes no PARAMS"
+        text = text.replace("PARAMS = {}", f"PARAMS = {json.dumps(params)}", 1)
+    return text
+
+
+def _submissions(folder: Path, entries: dict[str, str | tuple[str, dict]]) -> Path:
+    """A submissions folder: trainee -> payload name, or (payload name, params)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for trainee, spec in entries.items():
+        name, params = (spec, {}) if isinstance(spec, str) else spec
+        (folder / f"{trainee}.py").write_text(_payload(name, **params))
+    return folder
+
+
+def _job(loaded, cache_dir: Path, submission, *, timeout_s: float = 30, memory_mb: int = 2048,
+         **limit_overrides) -> GradeJob:
+    limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb, **limit_overrides)
+    return GradeJob(scenario=loaded, submission=submission, limits=limits, cache_dir=cache_dir,
+                    pictures=False)
+
+
+def _grade_one(loaded, cache_dir: Path, tmp_path: Path, payload: str, *, params: dict | None = None,
+               **limits) -> GradeRow:
+    folder = _submissions(tmp_path / "submissions", {"trainee": (payload, params or {})})
+    found = discover_submissions(folder, tmp_path / "unpacked")
+    return grade_submission(_job(loaded, cache_dir, found.submissions[0], **limits))
+
+
+def _grade_run(loaded, cache_dir: Path, tmp_path: Path, entries: dict, *, hidden=None,
+               timeout_s: float = 30, memory_mb: int = 2048, **limits) -> dict[str, GradeRow]:
+    """A whole grading run (discovery, skip, fan-out, gradebook) as `secureml grade` does it."""
+    folder = _submissions(tmp_path / "submissions", entries)
+    settings = GradeSettings(limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb, **limits),
+                             cache_dir=cache_dir, pictures=False)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        report = grade_workshop(loaded, folder, book, settings, hidden=hidden)
+        stored = {row.trainee: row for row in book.rows(loaded.id)}
+    assert {row.trainee for row in report.graded} == set(stored), "every graded row is stored"
+    return stored
+
+
+def _marker() -> str:
+    """A process name (comm, at most 15 characters) that only this test's payload uses."""
+    return "sml" + uuid.uuid4().hex[:12]
+
+
+def _survivors(marker: str) -> list[str]:
+    return subprocess.run(["pgrep", "-x", marker], capture_output=True, text=True).stdout.split()
+
+
+def _remove_cgroups_left_by(pid: int) -> None:
+    """A grader killed with -9 cannot remove its sandbox's (now empty) cgroups; tidy up."""
+    from secureml import sandbox
+
+    for controller in ("memory", "pids", "cpuacct"):
+        parent = sandbox._own_cgroup_v1_dir(controller) if os.geteuid() == 0 else None
+        for leftover in parent.glob(f"secureml-sandbox-{pid}-*") if parent else []:
+            empty = _wait_until(lambda: (leftover / "cgroup.procs").read_text().split() == [], 5)
+            assert empty, f"a process survived in {leftover}"
+            leftover.rmdir()
+
+
+def _wait_until(condition, timeout_s: float, step_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return condition()
+
+
+# --------------------------------------------------------------------------- what it can reach
+
+
+@needs_bwrap
+def test_network_is_unreachable_and_the_run_goes_on(poisoning, session_cache, tmp_path):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.1)
+        port = listener.getsockname()[1]
+        rows = _grade_run(poisoning, session_cache, tmp_path, {
+            "a_phones_home": ("network", {"loopback_port": port}),
+            "b_honest": "all_indices",
+        })
+        with pytest.raises(socket.timeout):
+            listener.accept()  # nobody ever connected to the grader's loopback
+    assert rows["a_phones_home"].status == "ok", rows["a_phones_home"].error  # no NETWORK REACHED
+    assert rows["a_phones_home"].score == 0.0
+    assert rows["b_honest"].status == "ok"
+
+
+@needs_bwrap
+def test_submission_cannot_see_the_test_set_gradebook_cache_or_other_trainees(poisoning, session_cache, tmp_path):
+    # Secrets outside /tmp too: the sandbox's private /tmp would hide anything under it anyway.
+    outside = Path(tempfile.mkdtemp(prefix="secureml-test-secrets-", dir="/var/tmp"))
+    try:
+        gradebook_path = outside / "gradebook.db"
+        with Gradebook.open(gradebook_path):
+            pass
+        cached = sorted(session_cache.rglob("*.safetensors"))
+        secrets = [
+            str(REPO / "datasets" / "mnist-5k.npz"),  # the test set is drawn from here
+            str(REPO / "scenarios" / "poisoning-01.yaml"),  # the attack's parameters
+            str(REPO / "labs" / "poisoning-01" / "solution.py"),
+            str(REPO / "tests"),
+            str(gradebook_path), str(tmp_path / "gradebook.db"),
+            str(session_cache), *map(str, cached[:5]),
+            str(tmp_path / "submissions" / "b_neighbour.py"),
+            str(Path.home() / ".cache"),
+        ]
+        rows = _grade_run(poisoning, session_cache, tmp_path, {
+            "a_snoop": ("snoop", {"secret_paths": secrets, "allowed_inputs": POISONING_INPUTS}),
+            "b_neighbour": "all_indices",
+        })
+    finally:
+        shutil.rmtree(outside)
+    assert rows["a_snoop"].status == "ok", rows["a_snoop"].error  # not "LEAK: ..."
+
+
+# --------------------------------------------------------------------------- what it can fake
+
+
+@needs_bwrap
+def test_monkeypatching_numpy_torch_and_secureml_in_the_child_leaves_the_score_unchanged(
+        poisoning, session_cache, tmp_path, honest):
+    row = _grade_one(poisoning, session_cache, tmp_path, "monkeypatch")
+    assert row.status == "ok", row.error
+    assert row.score == honest.score == 0.0
+    assert dict(row.metrics) == dict(honest.metrics)
+
+
+@needs_bwrap
+def test_printed_fake_score_and_written_results_json_are_ignored(poisoning, session_cache, tmp_path, honest):
+    grader_dirs = [str(tmp_path), str(session_cache), str(REPO)]
+    row = _grade_one(poisoning, session_cache, tmp_path, "fake_score", params={"grader_dirs": grader_dirs})
+    assert row.status == "ok", row.error
+    assert row.score == honest.score == 0.0
+    assert not any((Path(folder) / "results.json").exists() for folder in grader_dirs)
+
+
+@needs_bwrap
+@pytest.mark.parametrize("payload", ["exit_sys", "exit_os"])
+def test_exiting_before_returning_is_no_result(poisoning, session_cache, tmp_path, payload):
+    row = _grade_one(poisoning, session_cache, tmp_path, payload)
+    assert row.status == "no-result", row
+    assert row.score is None and "without returning a result" in row.error
+
+
+@needs_bwrap
+def test_malicious_pickle_result_is_rejected_even_with_torch_force_no_weights_only_load(
+        poisoning, session_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    row = _grade_one(poisoning, session_cache, tmp_path, "pickle_result", params={"marker": str(marker)})
+    assert row.status == "invalid-result", row
+    assert not marker.exists(), "the grader unpickled the submission's result"
+
+
+@needs_bwrap
+def test_pickle_shipped_as_weights_in_a_folder_submission_is_never_loaded(
+        poisoning, session_cache, tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    folder = tmp_path / "submissions" / "mallory"
+    folder.mkdir(parents=True)
+    (folder / "mitigation.py").write_text(_payload("ships_pickle"))
+    (folder / "weights.pt").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    found = discover_submissions(tmp_path / "submissions", tmp_path / "unpacked")
+    row = grade_submission(_job(poisoning, session_cache, found.submissions[0]))
+    assert row.status == "ok", row.error
+    assert not marker.exists()
+
+
+@needs_bwrap
+@pytest.mark.parametrize("kind", ["wrong-shape", "nan", "huge-number", "extra-output", "garbage"])
+def test_malformed_results_are_invalid_result(poisoning, session_cache, tmp_path, kind):
+    row = _grade_one(poisoning, session_cache, tmp_path, "malformed_result", params={"kind": kind})
+    assert row.status == "invalid-result", row
+    assert row.score is None and row.error
+
+
+@needs_bwrap
+def test_oversized_result_is_invalid_result(poisoning, session_cache, tmp_path):
+    row = _grade_one(poisoning, session_cache, tmp_path, "oversized_result", max_result_bytes=1024 * 1024)
+    assert row.status == "invalid-result", row
+    assert "larger than" in row.error
+
+
+# --------------------------------------------------------------------------- time, processes
+
+
+@needs_bwrap
+def test_endless_loop_and_sleep_time_out_and_the_next_submission_is_graded(poisoning, session_cache, tmp_path):
+    started = time.monotonic()
+    rows = _grade_run(poisoning, session_cache, tmp_path, {
+        "a_loop": "endless_loop", "b_sleep": "sleep_forever", "c_honest": "all_indices",
+    }, timeout_s=4)
+    assert rows["a_loop"].status == "timeout" and rows["b_sleep"].status == "timeout"
+    assert rows["c_honest"].status == "ok"
+    assert time.monotonic() - started < 60
+
+
+@needs_bwrap
+def test_double_forked_daemon_neither_hangs_the_grader_nor_survives(poisoning, session_cache, tmp_path):
+    marker = _marker()
+    row = _grade_one(poisoning, session_cache, tmp_path, "daemon", params={"marker": marker}, timeout_s=60)
+    assert row.status == "ok", row.error
+    assert row.timings_s["sandbox"] < 15, "the daemon held the pipes open until the timeout"
+    assert _survivors(marker) == []
+
+
+@needs_bwrap
+def test_200_sleepers_are_stopped_by_the_process_limit(poisoning, session_cache, tmp_path):
+    global _process_limit_proven
+    marker = _marker()
+    row = _grade_one(poisoning, session_cache, tmp_path, "sleepers", params={"marker": marker},
+                     timeout_s=10, max_processes=32)
+    assert row.status == "error", row
+    started = int(row.error.split("started ")[1].split()[0])
+    assert started < 32 and "Resource temporarily unavailable" in row.error, row.error
+    assert _wait_until(lambda: _survivors(marker) == [], 5)
+    _process_limit_proven = True
+
+
+@needs_bwrap
+def test_fork_bomb_is_contained_and_leaves_no_survivors(poisoning, session_cache, tmp_path):
+    if not _process_limit_proven:
+        pytest.skip("the bounded process-limit test did not pass first; no fork bomb today")
+    marker = _marker()
+    started = time.monotonic()
+    rows = _grade_run(poisoning, session_cache, tmp_path, {
+        "a_bomb": ("fork_bomb", {"marker": marker}), "b_honest": "all_indices",
+    }, timeout_s=4, max_processes=32)
+    assert rows["a_bomb"].status == "timeout", rows["a_bomb"]
+    assert rows["b_honest"].status == "ok"
+    assert time.monotonic() - started < 60
+    assert _survivors(marker) == []
+
+
+# --------------------------------------------------------------------------- memory, output, disk
+
+
+@needs_bwrap
+def test_8_gb_allocation_is_memory_and_the_grader_survives(poisoning, session_cache, tmp_path):
+    rows = _grade_run(poisoning, session_cache, tmp_path, {
+        "a_bytearray": "allocate_8gb", "b_touched": "grow_memory", "c_honest": "all_indices",
+    }, memory_mb=1024)
+    assert rows["a_bytearray"].status == "memory", rows["a_bytearray"]
+    assert rows["b_touched"].status == "memory", rows["b_touched"]
+    assert rows["c_honest"].status == "ok"
+
+
+@needs_bwrap
+def test_100_mb_of_stdout_is_capped(poisoning, session_cache, tmp_path):
+    row = _grade_one(poisoning, session_cache, tmp_path, "chatty")
+    assert row.status == "ok", row.error
+    assert any(flag.startswith("output-truncated") for flag in row.flags), row.flags
+    assert row.timings_s["sandbox"] < 20
+
+
+@needs_bwrap
+def test_writing_1_gb_to_disk_fails_everywhere(poisoning, session_cache, tmp_path):
+    row = _grade_one(poisoning, session_cache, tmp_path, "disk_filler",
+                     params={"grader_dirs": [str(tmp_path), str(session_cache)]})
+    assert row.status == "error", row
+    report = row.error.split("disk report: ")[1]
+    written = [int(entry.split(": ")[1].split(" MB")[0]) for entry in report.split("; ")]
+    assert len(written) == 6 and max(written) < 1024, report
+    assert not (tmp_path / "filler.bin").exists()
+
+
+# --------------------------------------------------------------------------- submissions
+
+
+def _zip(path: Path, entries: list[tuple[str, bytes]], symlink: tuple[str, str] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as bundle:
+        for name, data in entries:
+            bundle.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink[0])
+            info.external_attr = (0o120777 << 16)  # a symbolic link, as `zip -y` stores one
+            bundle.writestr(info, symlink[1])
+    return path
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("../escape.py", "climbs out"),
+    ("submissions/../../escape.py", "climbs out"),
+    ("/etc/cron.d/escape.py", "absolute path"),
+    ("C:/escape.py", "drive letter"),
+    ("..\\escape.py", "backslash"),
+])
+def test_zip_with_escaping_paths_is_rejected_and_nothing_is_written(tmp_path, entry, why):
+    archive = _zip(tmp_path / "submissions.zip", [("alice.py", b"def sanitize(x, y, tools): pass\n"),
+                                                  (entry, b"print('escaped')\n")])
+    unpack = tmp_path / "deep" / "unpack"
+    with pytest.raises(SubmissionsError, match=why) as caught:
+        discover_submissions(archive, unpack)
+    assert entry in caught.value.message()
+    assert not (tmp_path / "escape.py").exists() and not (tmp_path / "deep" / "escape.py").exists()
+    assert not list(unpack.rglob("*.py"))
+
+
+def test_zip_with_a_symlink_is_rejected(tmp_path):
+    archive = _zip(tmp_path / "submissions.zip", [("alice.py", b"def sanitize(x, y, tools): pass\n")],
+                   symlink=("bob/mitigation.py", "/etc/shadow"))
+    with pytest.raises(SubmissionsError, match="symbolic link") as caught:
+        discover_submissions(archive, tmp_path / "unpack")
+    assert "bob/mitigation.py" in caught.value.message()
+
+
+def test_zip_bomb_is_stopped_at_the_size_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade, "MAX_ZIP_BYTES", 1024 * 1024)
+    archive = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("alice.py", b"#" * (8 * 1024 * 1024))  # 8 MB that compresses to ~8 kB
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(SubmissionsError, match="more than"):
+        grade._unpack_zip(archive, tmp_path / "unpack", max_bytes=grade.MAX_ZIP_BYTES)
+
+
+def test_zip_of_a_submissions_folder_is_unpacked_and_hashed_by_content(tmp_path):
+    code = b"import numpy as np\n\ndef sanitize(x, y, tools):\n    return np.arange(len(y))\n"
+    archive = _zip(tmp_path / "submissions.zip", [
+        ("submissions/alice.py", code),
+        ("submissions/bob/mitigation.py", code),
+        ("submissions/bob/helper.py", b"X = 1\n"),
+        ("submissions/carol/mitigation.py", code),
+        ("submissions/notes.txt", b"not a submission"),
+        ("__MACOSX/submissions/._alice.py", b"junk"),
+    ])
+    found = discover_submissions(archive, tmp_path / "unpack")
+    by_trainee = {submission.trainee: submission for submission in found.submissions}
+    assert sorted(by_trainee) == ["alice", "bob", "carol"]
+    assert [relative for relative, _ in by_trainee["bob"].files] == ["helper.py", "mitigation.py"]
+    # The same file handed in as alice.py or carol/mitigation.py is the same submission.
+    assert by_trainee["alice"].sha256 == by_trainee["carol"].sha256 != by_trainee["bob"].sha256
+    assert any("notes.txt" in note for note in found.notes)
+
+
+@needs_bwrap
+def test_folder_submissions_import_their_helpers_and_broken_ones_are_errors(poisoning, session_cache, tmp_path):
+    folder = tmp_path / "submissions"
+    (folder / "alice").mkdir(parents=True)
+    (folder / "alice" / "mitigation.py").write_text(_payload("uses_helper"))
+    (folder / "alice" / "helper_module.py").write_text(_payload("helper_module"))
+    (folder / "bob").mkdir()
+    (folder / "bob" / "sanitize.py").write_text(_payload("all_indices"))
+    (folder / "carol").mkdir()
+    (folder / "carol" / "mitigation.py").write_text(_payload("all_indices"))
+    (folder / "carol" / "passwords").symlink_to("/etc/shadow")
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        report = grade_workshop(poisoning, folder, book, settings)
+    rows = {row.trainee: row for row in report.graded}
+    assert rows["alice"].status == "ok", rows["alice"].error
+    assert rows["bob"].status == "error" and "no mitigation.py" in rows["bob"].error
+    assert "sanitize.py" in rows["bob"].error
+    assert rows["carol"].status == "error" and "symbolic link" in rows["carol"].error
+
+
+# --------------------------------------------------------------------------- the grading run
+
+
+@needs_bwrap
+def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cache, tmp_path):
+    # A submission that really filters, so that the grader retrains and measures a new model.
+    folder = _submissions(tmp_path / "submissions", {"alice": "trigger_oracle"})
+    settings = GradeSettings(limits=Limits(timeout_s=60, memory_mb=2048), cache_dir=session_cache,
+                             regrade=True)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        first = grade_workshop(poisoning, folder, book, settings).graded[0]
+        second = grade_workshop(poisoning, folder, book, settings).graded[0]
+        assert len(book.rows()) == 1, "a regrade replaces the row of the same submission"
+    assert first.status == second.status == "ok", (first.error, second.error)
+    assert first.score == second.score >= 95.0
+    assert dict(first.metrics) == dict(second.metrics) and dict(first.parts) == dict(second.parts)
+    assert first.metrics["mitigated.poison_removed"] == 1.0
+    assert first.submission_sha256 == second.submission_sha256
+    assert first.picture_png and first.picture_png.startswith(b"\x89PNG")
+
+
+@needs_bwrap
+def test_hidden_variant_is_recorded_as_such_not_its_contents(poisoning, session_cache, tmp_path):
+    secret_hint, secret_drop = "SECRET-HIDDEN-HINT-7f3a9c", "0.04371"
+    overrides = tmp_path / "hidden.yaml"
+    overrides.write_text(f"scoring:\n  max_clean_accuracy_drop: {secret_drop}\n"
+                         f"hints:\n  kept_everything: {secret_hint}\n")
+    variant = scenario.apply_overrides(poisoning, overrides)
+    assert variant.config_sha256() != poisoning.config_sha256()
+    db = tmp_path / "gradebook.db"
+    rows = _grade_run(poisoning, session_cache, tmp_path, {"alice": "all_indices"}, hidden=variant)
+    row = rows["alice"]
+    assert row.status == "ok" and row.hidden_variant is True
+    assert row.config_sha256 == variant.config_sha256()
+    assert row.seed == poisoning.seed
+    assert list(row.feedback) == [HIDDEN_VARIANT_FEEDBACK]
+    written = b"".join(path.read_bytes() for path in tmp_path.glob("gradebook.db*"))
+    (tmp_path / "exports").mkdir()
+    for fmt in EXPORT_FORMATS:
+        for path in export(rows.values(), fmt, tmp_path / "exports" / fmt):
+            written += path.read_bytes()
+    assert secret_hint.encode() not in written and secret_drop.encode() not in written
+    # Grading the public scenario afterwards regrades: the config differs.
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
+    with Gradebook.open(db) as book:
+        public = grade_workshop(poisoning, tmp_path / "submissions", book, settings)
+    assert [r.hidden_variant for r in public.graded] == [False]
+
+
+def test_hidden_overrides_are_validated_against_the_scenario_schema(tmp_path):
+    overrides = tmp_path / "hidden.yaml"
+    overrides.write_text("attack:\n  target_class: 42\n")
+    with pytest.raises(ConfigError):
+        scenario.apply_overrides(scenario.load("poisoning-01"), overrides)
+
+
+@needs_bwrap
+def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, session_cache, tmp_path, monkeypatch):
+    class Crashing:
+        workers = 1
+
+        def map_unordered(self, fn, jobs):
+            for job in jobs:
+                yield job, RuntimeError("worker process died")
+
+    folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
+    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, pictures=False)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        report = grade_workshop(poisoning, folder, book, settings, executor=Crashing())
+        assert [row.status for row in book.rows()] == ["infra-error"]
+    assert "worker process died" in report.infra_errors[0].error
+
+    def broken_sandbox(*args, **kwargs):
+        raise OSError("no more file descriptors")
+
+    monkeypatch.setattr(grade, "run_sandboxed", broken_sandbox)
+    found = discover_submissions(folder, tmp_path / "unpacked")
+    row = grade_submission(_job(poisoning, session_cache, found.submissions[0]))
+    assert row.status == "infra-error" and "no more file descriptors" in row.error
+
+
+def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade, "isolation_problem", lambda: "bwrap is not installed (Debian package bubblewrap)")
+    with pytest.raises(IsolationUnavailable, match="--unsafe"):
+        grade.resolve_isolation(unsafe=False)
+    assert grade.resolve_isolation(unsafe=True) is True
+    folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
+    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db")])
+    assert result.exit_code == IsolationUnavailable.exit_code
+    assert "bwrap is not installed" in result.output and "--unsafe" in result.output
+
+
+@needs_bwrap
+def test_unsafe_fallback_says_so_loudly_and_flags_the_rows(poisoning, session_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(grade, "isolation_problem", lambda: "bwrap is not installed")
+    folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
+    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"),
+                                      "--unsafe", "--json", "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: --unsafe" in result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["isolation"] == "unsafe-subprocess"
+    assert any(flag.startswith("unisolated") for flag in payload["graded"][0]["flags"])
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@needs_bwrap
+def test_kill_9_mid_run_keeps_earlier_rows_and_the_rerun_grades_only_the_rest(poisoning, tmp_path):
+    marker = _marker()
+    folder = _submissions(tmp_path / "submissions", {
+        "a_first": "all_indices", "b_second": "all_indices",
+        "c_stuck": ("sleep_forever", {"marker": marker}), "d_last": "all_indices",
+    })
+    db = tmp_path / "gradebook.db"
+    grader = subprocess.Popen(
+        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
+         "--timeout", "300", "--json"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        # Submissions run in name order: once c_stuck sleeps, a and b are stored.
+        assert _wait_until(lambda: _survivors(marker) != [] or grader.poll() is not None, 180), "c never started"
+        assert grader.poll() is None, grader.stderr.read().decode()
+        grader.send_signal(signal.SIGKILL)
+        grader.wait(timeout=30)
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+            grader.wait()
+    assert _wait_until(lambda: _survivors(marker) == [], 10), "the stuck submission outlived the grader"
+    _remove_cgroups_left_by(grader.pid)
+    with sqlite3.connect(db) as connection:  # readable, and holds what was graded
+        before = dict(connection.execute("SELECT trainee, graded_at FROM grades").fetchall())
+    assert sorted(before) == ["a_first", "b_second"]
+
+    rerun = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--timeout", "3", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    payload = json.loads(rerun.stdout)
+    assert sorted(payload["skipped"]) == ["a_first", "b_second"]
+    assert {row["trainee"]: row["status"] for row in payload["graded"]} == {"c_stuck": "timeout", "d_last": "ok"}
+    with Gradebook.open(db) as book:
+        after = {row.trainee: row for row in book.rows()}
+    assert {name: after[name].graded_at for name in before} == before, "earlier rows were rewritten"
+    assert sorted(after) == ["a_first", "b_second", "c_stuck", "d_last"]
+
+
+@needs_bwrap
+def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no_survivors(
+        poisoning, tmp_path):
+    """--jobs 2 (a LocalPool of spawned workers): rows are stored as they arrive; Ctrl-C
+    stops the run without waiting for the running submissions, and keeps what was graded."""
+    marker = _marker()
+    folder = _submissions(tmp_path / "submissions", {
+        "a_first": "all_indices", "b_second": "exit_sys",
+        "c_stuck": ("sleep_forever", {"marker": marker}), "d_stuck": ("sleep_forever", {"marker": marker}),
+        "e_never": "all_indices",
+    })
+    db = tmp_path / "gradebook.db"
+    grader = subprocess.Popen(
+        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
+         "--timeout", "300", "--jobs", "2"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        assert _wait_until(lambda: len(_survivors(marker)) == 2 or grader.poll() is not None, 180)
+        assert grader.poll() is None, grader.stderr.read().decode()
+        os.killpg(grader.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        started = time.monotonic()
+        _, stderr = grader.communicate(timeout=60)
+        assert time.monotonic() - started < 15, "the grader waited for the running submissions"
+    finally:
+        if grader.poll() is None:
+            os.killpg(grader.pid, signal.SIGKILL)
+            grader.wait()
+    assert grader.returncode == 130 and b"interrupted" in stderr
+    assert _wait_until(lambda: _survivors(marker) == [], 10)
+    with Gradebook.open(db) as book:
+        assert {row.trainee: row.status for row in book.rows()} == {"a_first": "ok", "b_second": "no-result"}
+
+
+def test_grade_command_rejects_an_unsafe_zip_naming_the_entry(tmp_path):
+    archive = _zip(tmp_path / "submissions.zip", [("alice.py", b"def sanitize(x, y, tools): pass\n"),
+                                                  ("../../evil.py", b"import os\n")])
+    result = secureml("grade", "poisoning-01", str(archive), "--db", str(tmp_path / "g.db"), "--unsafe")
+    assert result.returncode == SubmissionsError.exit_code, result.stderr
+    assert "../../evil.py" in result.stderr and "climbs out" in result.stderr
+    assert not (tmp_path.parent / "evil.py").exists()
+
+
+def test_gradebook_command_shows_and_exports_without_running_anything(tmp_path):
+    from test_gradebook import make_row
+
+    db = tmp_path / "gradebook.db"
+    with Gradebook.open(db) as book:
+        book.record(make_row("alice"))
+        book.record(make_row("bob", status="timeout", score=None, error="killed after 600 s"))
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["gradebook", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert "alice" in shown.output and "timeout" in shown.output
+    as_json = json.loads(runner.invoke(cli, ["gradebook", "--db", str(db), "--json"]).stdout)
+    assert [row["trainee"] for row in as_json] == ["alice", "bob"]
+    csv_path = tmp_path / "grades.csv"
+    exported = runner.invoke(cli, ["gradebook", "--db", str(db), "--export", "csv", "--output", str(csv_path)])
+    assert exported.exit_code == 0, exported.output
+    assert csv_path.read_text().splitlines()[0].startswith("student_id,score,max_score,status")
+    missing = runner.invoke(cli, ["gradebook", "--db", str(tmp_path / "nope.db")])
+    assert missing.exit_code == 6 and "no gradebook" in missing.output
+
+
+def test_cli_export_choices_match_the_gradebook_formats():
+    assert GRADE_EXPORT_FORMATS == tuple(EXPORT_FORMATS)
+
+
+@pytest.mark.parametrize("command", ["grade", "gradebook"])
+def test_grade_help_is_instant_and_shows_examples(command):
+    probe = (
+        "import sys\n"
+        "from secureml.cli import main\n"
+        f"sys.argv = ['secureml', {command!r}, '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('HEAVY=' + ','.join(m for m in ('torch', 'numpy', 'art') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.stderr.rsplit("HEAVY=", 1)[1].strip() == "", result.stderr
+    assert "Examples:" in result.stdout and f"secureml {command}" in result.stdout
