@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,12 @@ def secureml(*args: str, timeout_s: float = 900, env: dict | None = None) -> sub
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_json(*args: str, out: Path) -> dict:
+    """`secureml run ARGS --json --out OUT`: it must succeed, and print what it wrote."""
+    result = secureml("run", *args, "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert json.loads((out / "results.json").read_text()) == payload
+    return payload

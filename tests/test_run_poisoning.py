@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import REPO, secureml
+from conftest import REPO, run_json, secureml
 
 LAB = REPO / "labs" / "poisoning-01"
 
@@ -24,17 +24,9 @@ def _tiny_variant(tmp_path) -> str:
     return str(path)
 
 
-def _run(*args: str, out) -> dict:
-    result = secureml("run", *args, "--json", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    payload = json.loads(result.stdout)
-    assert json.loads((out / "results.json").read_text()) == payload
-    return payload
-
-
 @pytest.mark.slow
 def test_run_poisoning_01_without_mitigation_scores_near_zero(tmp_path):
-    payload = _run("poisoning-01", out=tmp_path)
+    payload = run_json("poisoning-01", out=tmp_path)
     assert payload["score"] <= 2.0
     metrics = payload["metrics"]
     assert metrics["victim.attack_success_rate"] > 0.9, "the backdoor must take hold"
@@ -43,7 +35,7 @@ def test_run_poisoning_01_without_mitigation_scores_near_zero(tmp_path):
 
 @pytest.mark.slow
 def test_run_poisoning_01_with_the_reference_solution_scores_high(tmp_path):
-    payload = _run("poisoning-01", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
+    payload = run_json("poisoning-01", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["score"] >= 80
     assert payload["metrics"]["mitigated.attack_success_rate"] < 0.05
     assert (tmp_path / "triggers.png").stat().st_size > 10_000
@@ -58,7 +50,7 @@ def test_run_poisoning_01_with_the_reference_solution_scores_high(tmp_path):
 
 @pytest.mark.slow
 def test_run_poisoning_01_starter_runs_and_scores_low(tmp_path):
-    payload = _run("poisoning-01", "--mitigation", str(LAB / "mitigation.py"), out=tmp_path)
+    payload = run_json("poisoning-01", "--mitigation", str(LAB / "mitigation.py"), out=tmp_path)
     assert payload["score"] < 20
     assert payload["feedback"], "a low score must come with feedback"
 
@@ -66,9 +58,9 @@ def test_run_poisoning_01_starter_runs_and_scores_low(tmp_path):
 @pytest.mark.slow
 def test_run_poisoning_02_reference_beats_starter(tmp_path):
     lab = REPO / "labs" / "poisoning-02"
-    solution = _run("poisoning-02", "--mitigation", str(lab / "solution.py"), out=tmp_path / "s")
-    starter = _run("poisoning-02", "--mitigation", str(lab / "mitigation.py"), out=tmp_path / "m")
-    none = _run("poisoning-02", out=tmp_path / "n")
+    solution = run_json("poisoning-02", "--mitigation", str(lab / "solution.py"), out=tmp_path / "s")
+    starter = run_json("poisoning-02", "--mitigation", str(lab / "mitigation.py"), out=tmp_path / "m")
+    none = run_json("poisoning-02", out=tmp_path / "n")
     assert solution["score"] >= 80
     assert starter["score"] < 20
     assert none["score"] <= 2.0
@@ -76,8 +68,8 @@ def test_run_poisoning_02_reference_beats_starter(tmp_path):
 
 @pytest.mark.slow
 def test_second_run_reuses_the_cached_victim(tmp_path, fresh_cache):
-    first = _run("poisoning-01", out=tmp_path / "a")
-    second = _run("poisoning-01", out=tmp_path / "b")
+    first = run_json("poisoning-01", out=tmp_path / "a")
+    second = run_json("poisoning-01", out=tmp_path / "b")
     assert first["cache"]["victims"]["misses"] > 0
     assert second["cache"]["victims"]["misses"] == 0, "nothing may be retrained on a warm cache"
     assert second["cache"]["poisoned"]["hits"] == 1
@@ -87,15 +79,15 @@ def test_second_run_reuses_the_cached_victim(tmp_path, fresh_cache):
 
 def test_same_seed_twice_gives_identical_metrics_without_cache(tmp_path):
     scenario = _tiny_variant(tmp_path)
-    first = _run(scenario, "--no-cache", "--seed", "7", out=tmp_path / "a")
-    second = _run(scenario, "--no-cache", "--seed", "7", out=tmp_path / "b")
+    first = run_json(scenario, "--no-cache", "--seed", "7", out=tmp_path / "a")
+    second = run_json(scenario, "--no-cache", "--seed", "7", out=tmp_path / "b")
     assert first["metrics"] == second["metrics"]
     assert first["seed"] == 7 and first["data_sha256"] == second["data_sha256"]
 
 
 def test_seeds_option_reports_mean_and_std(tmp_path):
     scenario = _tiny_variant(tmp_path)
-    payload = _run(scenario, "--seeds", "2", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
+    payload = run_json(scenario, "--seeds", "2", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["seeds"] == [1234, 1235]
     assert set(payload["mean"]) == set(payload["std"])
     assert len(payload["runs"]) == 2

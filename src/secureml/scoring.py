@@ -94,3 +94,58 @@ def _require_finite(values: dict[str, float]) -> None:
     for name, value in values.items():
         if not math.isfinite(value):
             raise ValueError(f"score part '{name}' is not finite: {value}")
+
+
+# --------------------------------------------------------------------------- evasion
+
+
+ROBUST_ACCURACY_FORMULA = (
+    "RA = worst-case robust accuracy at {threat}: an attacked test image counts only if the model\n"
+    "     classifies it correctly and no attack of the suite ({attacks}) fools it\n"
+    "robust = clip((RA_mit - RA_none) / ({target:g} - RA_none), 0, 1)\n"
+    "clean = clip(1 - max(0, CA_none - CA_mit) / {max_clean_accuracy_drop:g}, 0, 1)\n"
+    "score = 100 * robust * clean\n"
+    "where 'none' is the undefended victim, CA the clean test accuracy, and {target:g} the robust\n"
+    "accuracy that earns full marks; a clean-accuracy drop of {max_clean_accuracy_drop_points:g} "
+    "points or more scores 0"
+)
+
+
+def robust_accuracy_calibrated(
+    *,
+    ra_none: float,
+    ra_mitigated: float,
+    ca_none: float,
+    ca_mitigated: float,
+    target_robust_accuracy: float,
+    max_clean_accuracy_drop: float,
+) -> Score:
+    """Score an evasion defence: robust accuracy gained towards a target, times clean accuracy kept.
+
+    Robust accuracy is the worst case over an attack suite, as RobustBench and AutoAttack
+    report it; the undefended victim anchors 0, so a defence is paid only for what it adds.
+    """
+    headroom = target_robust_accuracy - ra_none
+    ca_drop = ca_none - ca_mitigated
+    robust_gained = clip01((ra_mitigated - ra_none) / headroom) if headroom > 1e-9 else 0.0
+    clean_kept = clip01(1.0 - max(0.0, ca_drop) / max_clean_accuracy_drop)
+    parts = {
+        "robust_gained": robust_gained,
+        "clean_kept": clean_kept,
+        "robust_accuracy_gain": ra_mitigated - ra_none,
+        "clean_accuracy_drop": ca_drop,
+    }
+    _require_finite(parts)
+    method = "robust-accuracy-calibrated"
+    if headroom <= 1e-9:
+        # The undefended victim already reaches the target: nothing to defend, no fair score.
+        return Score(0.0, parts, method, capped_by="the undefended victim already reaches the target")
+    if clean_kept == 0.0:
+        return Score(
+            0.0,
+            parts,
+            method,
+            capped_by=f"clean accuracy fell {100 * ca_drop:.1f} points "
+            f"({100 * max_clean_accuracy_drop:g} or more scores 0)",
+        )
+    return Score(100.0 * robust_gained * clean_kept, parts, method)

@@ -54,6 +54,16 @@ def default_tolerance(name: str, value: float) -> float:
         return 10.0
     if name.startswith("baseline."):
         return 0.1
+    if name.endswith("attack_accuracy"):
+        # MIFace makes one reconstruction per class: a single class is 0.1 of this metric.
+        return 0.1
+    if "robust_accuracy" in name or "pgd_curve" in name or name.endswith(".ssim"):
+        # Robust accuracy counts images of a 100-200 image subset, after adversarial
+        # training that a different CPU rounds differently: a few images either way.
+        return 0.05
+    if "mean_perturbation" in name:
+        # An average over only the images an attack fooled, in the norm's own units.
+        return round(max(0.03, 0.1 * abs(value)), 3)
     if name.endswith(".kept"):
         return max(2.0, round(0.02 * value))
     return 0.03

@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario
 from secureml.families.poisoning.config import PoisoningScenario
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ class FamilySpec:
 FAMILIES: dict[str, FamilySpec] = {
     "poisoning": FamilySpec(
         "poisoning", PoisoningScenario, "secureml.families.poisoning.family:FAMILY"
+    ),
+    # Two entries, one sub-package: `harden` (a model) and `preprocess` (declarative steps).
+    "evasion": FamilySpec("evasion", EvasionScenario, "secureml.families.evasion.family:FAMILY"),
+    "evasion-preprocess": FamilySpec(
+        "evasion-preprocess", EvasionPreprocessScenario, "secureml.families.evasion.family:PREPROCESS_FAMILY"
     ),
 }
 

@@ -1,0 +1,558 @@
+"""The evasion families: adversarial examples against a digit classifier, evaluated adaptively.
+
+`evasion` (harden). The trainee's `harden(x, y, tools)` returns a model of the victim's
+architecture, e.g. after adversarial training. The child sends back its weights only; the
+grader loads them into a fresh model of the scenario's architecture and attacks it itself.
+
+`evasion-preprocess` (preprocess). The trainee's `preprocess(tools)` returns a list of
+steps from a menu of ART preprocessors. Only that declarative list travels back (strict
+JSON, validated by pydantic in the parent); the grader builds the pipeline in front of the
+fixed victim and attacks the whole of it with BPDA and EOT (see `pipeline.py`). Trainee
+code never runs in the grader's process.
+
+Both are judged the same way: every attack of the scenario's suite runs on the attacked
+test images the model classifies correctly; an image is robust only if no attack fools
+it (worst case). Victim results are cached by content hash, and so are the results of
+any model with the same weights, so a warm rerun only runs the trainee's function.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from secureml import models
+from secureml.cache import content_key
+from secureml.errors import MitigationError
+from secureml.families.base import Evaluation, RunContext, Row
+from secureml.families.evasion import attacks, checks
+from secureml.families.evasion.attacks import SuiteResult
+from secureml.families.evasion.config import GRADIENT_FREE, PreprocessPipeline
+from secureml.mitigation import RawResult
+from secureml.randomness import derive_seed
+from secureml.scoring import robust_accuracy_calibrated
+from secureml.versions import versions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from secureml.datasets import Split
+    from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario
+
+# Validation images handed to `preprocess` for its own checks (from the training split).
+VALIDATION_IMAGES = 500
+
+
+@dataclass
+class Subject:
+    """A model under evaluation: what the attacks differentiate, and what decides."""
+
+    identity: list[Any]  # cache-key parts that pin down the model exactly
+    attack_model: Any  # torch model the attacks see (BPDA, EOT)
+    judges: list[Callable]  # the deployed model's predict; two draws if it is randomised
+    naive_model: Any | None = None  # exact gradients, no EOT: what a naive test sees
+    randomised: bool = False
+
+
+@dataclass
+class Report:
+    """Everything the grader measured on one model."""
+
+    clean_accuracy: float  # on the whole test split
+    suite: SuiteResult  # on the attacked subset
+    curve: list[float]  # PGD robust accuracy at each curve epsilon
+    zero_gradient_share: float
+    naive_robust_accuracy: float | None = None
+
+
+@dataclass
+class EvasionStage:
+    scenario: Any
+    split: Split
+    victim: Any
+    x_attack: np.ndarray
+    y_attack: np.ndarray
+    none: Report | None = None
+
+
+def _invalid(problem: str) -> MitigationError:
+    return MitigationError(problem, status="invalid-result")
+
+
+def weights_identity(model) -> list[Any]:
+    arrays = models.model_arrays(model)
+    names = sorted(arrays)
+    return ["weights", names, content_key(*[arrays[name] for name in names])]
+
+
+class _EvasionFamily:
+    """What both evasion families share: the victim, the suite, the flags, score and pictures."""
+
+    name = ""
+    function_name = ""
+
+    # ------------------------------------------------------------------ stage
+
+    def prepare(self, scenario, split: Split, ctx: RunContext) -> EvasionStage:
+        """Train the victim and evaluate it with the full suite. Both are cached."""
+        victim = models.train_cached(
+            ctx.cache,
+            scenario.victim,
+            split.x_train,
+            split.y_train,
+            num_classes=split.num_classes,
+            seed=scenario.seed,
+            device=ctx.device,
+            progress=ctx.progress,
+            label="training the victim",
+        )
+        subset = scenario.evaluation.subset
+        stage = EvasionStage(
+            scenario=scenario,
+            split=split,
+            victim=victim,
+            x_attack=split.x_test[:subset],
+            y_attack=split.y_test[:subset],
+        )
+        stage.none = self._report(stage, self._victim_subject(stage), ctx, "victim")
+        return stage
+
+    def _victim_subject(self, stage: EvasionStage) -> Subject:
+        victim = stage.victim
+        return Subject(weights_identity(victim), victim, [lambda x: models.predict(victim, x)])
+
+    def _report(self, stage: EvasionStage, subject: Subject, ctx: RunContext, label: str) -> Report:
+        """Run (or load) the suite, the curve and the gradient check on one model."""
+        import numpy as np
+
+        scenario = stage.scenario
+        suite_config = scenario.evaluation
+        names = [attack.name for attack in suite_config.attacks]
+        software = {name: versions()[name] for name in ("secureml", "torch", "art")}
+        key = content_key(
+            "evasion-report",
+            subject.identity,
+            scenario.threat.model_dump(mode="json"),
+            suite_config.model_dump(mode="json"),
+            scenario.masking.gradient_check_samples,
+            stage.split.sha256,
+            scenario.seed,
+            software,
+        )
+        arrays = ctx.cache.load_tensors("evasion-suites", key)
+        summary = ctx.cache.load_json("evasion-reports", key)
+        if arrays is not None and summary is not None:
+            suite = SuiteResult.from_arrays(stage.x_attack, stage.y_attack, arrays, names)
+            return Report(
+                summary["clean_accuracy"],
+                suite,
+                summary["curve"],
+                summary["zero_gradient_share"],
+                summary["naive_robust_accuracy"],
+            )
+        input_shape, num_classes = stage.split.shape, stage.split.num_classes
+        estimator = attacks.classifier(subject.attack_model, input_shape=input_shape, num_classes=num_classes)
+        seed = derive_seed(scenario.seed, "evasion-suite")
+        suite = attacks.run_suite(
+            estimator,
+            stage.x_attack,
+            stage.y_attack,
+            threat=scenario.threat,
+            suite=suite_config,
+            seed=seed,
+            judges=subject.judges,
+            progress=ctx.progress,
+            label=f"attacking the {label}",
+        )
+        with ctx.progress.task(f"attacking the {label}: robust accuracy vs epsilon"):
+            curve = attacks.robust_accuracy_curve(
+                estimator,
+                stage.x_attack,
+                stage.y_attack,
+                norm=scenario.threat.norm,
+                curve=suite_config.curve,
+                batch_size=suite_config.batch_size,
+                seed=seed,
+                judge=subject.judges[0],
+            )
+        checked = np.flatnonzero(suite.clean_correct)[: scenario.masking.gradient_check_samples]
+        zero_share = attacks.zero_gradient_share(estimator, stage.x_attack[checked], stage.y_attack[checked])
+        naive = None
+        if subject.naive_model is not None:
+            naive = self._naive_robust_accuracy(stage, subject, suite, seed)
+        with ctx.progress.task(f"clean accuracy of the {label}"):
+            clean = float((subject.judges[0](stage.split.x_test) == stage.split.y_test).mean())
+        ctx.cache.save_tensors("evasion-suites", key, suite.to_arrays())
+        ctx.cache.save_json(
+            "evasion-reports",
+            key,
+            {
+                "clean_accuracy": clean,
+                "curve": curve,
+                "zero_gradient_share": zero_share,
+                "naive_robust_accuracy": naive,
+            },
+        )
+        return Report(clean, suite, curve, zero_share, naive)
+
+    def _naive_robust_accuracy(self, stage: EvasionStage, subject: Subject, suite: SuiteResult, seed: int) -> float:
+        """PGD from the clean image through the pipeline's exact gradients, with no EOT: the
+        robustness a non-adaptive evaluation would report."""
+        import numpy as np
+
+        scenario = stage.scenario
+        config = next((a for a in scenario.evaluation.attacks if a.name == "pgd"), None)
+        steps = config.steps if config else scenario.evaluation.curve.steps
+        step_size = config.step_size if config else 2.5 * scenario.threat.epsilon / steps
+        estimator = attacks.classifier(
+            subject.naive_model, input_shape=stage.split.shape, num_classes=stage.split.num_classes
+        )
+        correct = np.flatnonzero(suite.clean_correct)
+        if not len(correct):
+            return 0.0
+        adversarial = attacks.pgd(
+            estimator,
+            stage.x_attack[correct],
+            stage.y_attack[correct],
+            norm=scenario.threat.norm,
+            epsilon=scenario.threat.epsilon,
+            step_size=step_size,
+            steps=steps,
+            restarts=1,
+            batch_size=scenario.evaluation.batch_size,
+            seed=derive_seed(seed, "naive"),
+            judge=subject.judges[0],
+            random_start=False,
+        )
+        survived = subject.judges[0](adversarial) == stage.y_attack[correct]
+        return float(survived.sum()) / len(stage.y_attack)
+
+    # ------------------------------------------------------------------ grading
+
+    def _evaluate(self, stage: EvasionStage, subject: Subject, ctx: RunContext, details: dict) -> Evaluation:
+        scenario = stage.scenario
+        none = stage.none
+        if subject.identity == self._victim_subject(stage).identity:
+            mine = none
+        else:
+            mine = self._report(stage, subject, ctx, "your model")
+        score = robust_accuracy_calibrated(
+            ra_none=none.suite.robust_accuracy,
+            ra_mitigated=mine.suite.robust_accuracy,
+            ca_none=none.clean_accuracy,
+            ca_mitigated=mine.clean_accuracy,
+            target_robust_accuracy=scenario.scoring.target_robust_accuracy,
+            max_clean_accuracy_drop=scenario.scoring.max_clean_accuracy_drop,
+        )
+        flags = self._flags(stage, mine, subject)
+        metrics = {
+            **self._metrics("victim", none, scenario),
+            **self._metrics("mitigated", mine, scenario),
+            "mitigated.zero_gradient_share": mine.zero_gradient_share,
+            "mitigated.flags": float(len(flags)),
+            "score": score.total,
+        }
+        if mine.naive_robust_accuracy is not None:
+            metrics["mitigated.naive_robust_accuracy"] = mine.naive_robust_accuracy
+        rows = [Row("no mitigation (victim)", self._row(none), "")]
+        if mine.naive_robust_accuracy is not None:
+            rows.append(
+                Row(
+                    "naive PGD on yours",
+                    {"robust_accuracy": mine.naive_robust_accuracy},
+                    "exact gradients, no BPDA/EOT: what a non-adaptive test reports",
+                )
+            )
+        rows.append(Row("your mitigation", {**self._row(mine), "score": score.total}, details.get("note", "")))
+        pictures = {}
+        if ctx.out_dir is not None:
+            pictures = self._draw(stage, mine, subject, ctx.out_dir)
+        details = {
+            **details,
+            "threat": scenario.threat.model_dump(mode="json"),
+            "attack_seconds": {name: round(o.seconds, 2) for name, o in mine.suite.outcomes.items()},
+            "curve_epsilons": list(scenario.evaluation.curve.epsilons),
+        }
+        return Evaluation(
+            metrics=metrics,
+            score=score,
+            rows=rows,
+            feedback=self._feedback(stage, mine, score, flags),
+            flags=flags,
+            pictures=pictures,
+            details=details,
+        )
+
+    def _metrics(self, prefix: str, report: Report, scenario) -> dict[str, float]:
+        suite = report.suite
+        metrics = {
+            f"{prefix}.clean_accuracy": report.clean_accuracy,
+            f"{prefix}.robust_accuracy": suite.robust_accuracy,
+            f"{prefix}.mean_perturbation": suite.mean_perturbation(),
+        }
+        for name in suite.outcomes:
+            metrics[f"{prefix}.robust_accuracy.{name}"] = suite.attack_robust_accuracy(name)
+            metrics[f"{prefix}.mean_perturbation.{name}"] = suite.mean_perturbation(name)
+        for epsilon, accuracy in zip(scenario.evaluation.curve.epsilons, report.curve):
+            metrics[f"{prefix}.pgd_curve@{epsilon:g}"] = accuracy
+        return metrics
+
+    def _row(self, report: Report) -> dict[str, float]:
+        suite = report.suite
+        row = {"clean_accuracy": report.clean_accuracy, "robust_accuracy": suite.robust_accuracy}
+        for name in suite.outcomes:
+            row[f"vs_{name}"] = suite.attack_robust_accuracy(name)
+        row["mean_perturbation"] = suite.mean_perturbation()
+        return row
+
+    def _flags(self, stage: EvasionStage, report: Report, subject: Subject) -> list[str]:
+        masking = stage.scenario.masking
+        names = list(report.suite.outcomes)
+        white_box = [name for name in names if name not in GRADIENT_FREE]
+        gradient_free = [name for name in names if name in GRADIENT_FREE]
+        found = [
+            checks.gradient_free_beats_white_box(
+                report.suite.robust_accuracy_of(white_box),
+                report.suite.robust_accuracy_of(gradient_free),
+                masking.black_box_margin,
+            )
+            if white_box and gradient_free
+            else None,
+            checks.bad_gradients(report.zero_gradient_share, masking.zero_gradient_share),
+            checks.randomness_changes_results(report.suite.disagreement, masking.randomness_tolerance)
+            if subject.randomised
+            else None,
+            checks.accuracy_does_not_fall(
+                stage.scenario.evaluation.curve.epsilons,
+                report.curve,
+                tolerance=masking.curve_tolerance,
+                largest_epsilon_accuracy=masking.largest_epsilon_accuracy,
+            ),
+        ]
+        return [flag for flag in found if flag]
+
+    def _feedback(self, stage: EvasionStage, report: Report, score, flags: list[str]) -> list[str]:
+        """What limited the score, in numbers, followed by the scenario's hint."""
+        scenario = stage.scenario
+        hints = scenario.hints
+        suite = report.suite
+        notes: list[str] = []
+        target = scenario.scoring.target_robust_accuracy
+        if score.parts["robust_gained"] < 0.9:
+            strongest = min(suite.outcomes, key=suite.attack_robust_accuracy)
+            notes.append(
+                f"Worst-case robust accuracy {suite.robust_accuracy:.3f} at {scenario.threat_text()} "
+                f"(full marks at {target:g}); the strongest single attack was {strongest} "
+                f"({suite.attack_robust_accuracy(strongest):.3f}). {hints.not_robust}"
+            )
+        drop = stage.none.clean_accuracy - report.clean_accuracy
+        if drop > 0.01:
+            notes.append(
+                f"Clean accuracy fell {100 * drop:.1f} points ({stage.none.clean_accuracy:.3f} -> "
+                f"{report.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
+            )
+        if report.naive_robust_accuracy is not None and report.naive_robust_accuracy > suite.robust_accuracy + 0.1:
+            notes.append(
+                f"A naive PGD test (exact gradients) reports {report.naive_robust_accuracy:.3f}; the adaptive "
+                f"evaluation finds {suite.robust_accuracy:.3f}. The difference is gradient masking."
+            )
+        if flags:
+            notes.append(hints.masking)
+        if score.total >= 80 and not flags and not notes:
+            notes.append(hints.success)
+        return notes
+
+    def _draw(self, stage: EvasionStage, mine: Report, subject: Subject, out_dir: Path) -> dict[str, Path]:
+        from secureml.families.evasion.figures import draw_curve, draw_examples
+
+        scenario = stage.scenario
+        victim = stage.victim
+        examples = draw_examples(
+            out_dir / "adversarial-examples.png",
+            title=f"{scenario.id}: strongest attack per image, {scenario.threat_text()} (red = fooled)",
+            class_names=stage.split.class_names,
+            none=stage.none.suite,
+            mitigated=mine.suite,
+            predict_none=lambda x: models.predict(victim, x),
+            predict_mitigated=subject.judges[0],
+            norm=scenario.threat.norm,
+            epsilon=scenario.threat.epsilon,
+        )
+        curve = draw_curve(
+            out_dir / "robust-accuracy-curve.png",
+            title=f"{scenario.id}: robust accuracy vs epsilon (PGD-{scenario.evaluation.curve.steps})",
+            epsilons=list(scenario.evaluation.curve.epsilons),
+            curves={
+                "victim (no mitigation)": [stage.none.suite.clean_accuracy, *stage.none.curve],
+                "your mitigation": [mine.suite.clean_accuracy, *mine.curve],
+            },
+            threat_epsilon=scenario.threat.epsilon,
+            norm=scenario.threat.norm,
+        )
+        return {"examples": examples, "curve": curve}
+
+    # ------------------------------------------------------------------ the mitigation's view
+
+    def _task(self, stage: EvasionStage) -> dict[str, Any]:
+        split = stage.split
+        return {
+            "num_classes": split.num_classes,
+            "class_names": list(split.class_names),
+            "input_shape": list(split.shape),
+            "seed": stage.scenario.seed,
+            "norm": stage.scenario.threat.norm,
+            "epsilon": stage.scenario.threat.epsilon,
+            "victim": stage.scenario.victim.model_dump(mode="json"),
+        }
+
+    def _write_common(self, stage: EvasionStage, folder: Path, task: dict[str, Any]) -> None:
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "task.json").write_text(json.dumps(task))
+        save_file(models.model_arrays(stage.victim), str(folder / "victim.safetensors"))
+
+
+# =========================================================================== harden
+
+
+class HardenFamily(_EvasionFamily):
+    name = "evasion"
+    function_name = "harden"
+    signature = "harden(x, y, tools) -> a model with the victim's architecture"
+
+    def write_inputs(self, stage: EvasionStage, folder: Path) -> None:
+        """The training set, the victim's recipe and weights, the threat model and the budget."""
+        from safetensors.numpy import save_file
+
+        task = {**self._task(stage), "budget_s": stage.scenario.budget.time_s}
+        self._write_common(stage, folder, task)
+        save_file({"x": stage.split.x_train, "y": stage.split.y_train}, str(folder / "train.safetensors"))
+
+    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
+        """In the child: call `harden` and send back the returned model's weights only."""
+        from safetensors.numpy import load_file
+        from torch import nn
+
+        from secureml.families.evasion.tools import HardeningTools
+
+        arrays = load_file(str(folder / "train.safetensors"))
+        model = module.harden(arrays["x"].copy(), arrays["y"].copy(), HardeningTools(folder))
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"harden must return a torch model (tools.build() makes one), got {type(model).__name__}"
+            )
+        return RawResult(models.model_arrays(model))
+
+    def no_mitigation(self, stage: EvasionStage) -> RawResult:
+        return RawResult(models.model_arrays(stage.victim))
+
+    def check_outputs(self, stage: EvasionStage, raw: RawResult):
+        """Weights that fit the victim's architecture exactly, float32, loaded into a fresh model."""
+        if raw.config:
+            raise _invalid("expected only the model's weights, got a config as well")
+        for name, array in raw.arrays.items():
+            if array.dtype.name != "float32":
+                raise _invalid(f"weight '{name}' is {array.dtype}; the victim's weights are float32")
+        model = models.build(stage.scenario.victim.arch, stage.split.shape, stage.split.num_classes, 0)
+        try:
+            models.load_arrays(model, raw.arrays)
+        except ValueError as error:
+            raise _invalid(
+                f"the returned model is not the victim's architecture '{stage.scenario.victim.arch}': {error}"
+            ) from error
+        return model.eval()
+
+    def evaluate(self, stage: EvasionStage, model, ctx: RunContext) -> Evaluation:
+        subject = Subject(weights_identity(model), model, [lambda x: models.predict(model, x)])
+        return self._evaluate(stage, subject, ctx, {})
+
+
+# =========================================================================== preprocess
+
+
+class PreprocessFamily(_EvasionFamily):
+    name = "evasion-preprocess"
+    function_name = "preprocess"
+    signature = "preprocess(tools) -> a list of steps from the menu"
+
+    def write_inputs(self, stage: EvasionStage, folder: Path) -> None:
+        """The victim, the menu, and validation images from the training split."""
+        from safetensors.numpy import save_file
+
+        scenario = stage.scenario
+        task = {**self._task(stage), "menu": list(scenario.menu), "max_steps": scenario.max_steps}
+        self._write_common(stage, folder, task)
+        count = min(VALIDATION_IMAGES, len(stage.split.y_train))
+        save_file(
+            {"x": stage.split.x_train[:count], "y": stage.split.y_train[:count]},
+            str(folder / "validation.safetensors"),
+        )
+
+    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
+        """In the child: call `preprocess` and send back the validated list of steps as JSON."""
+        from secureml.families.evasion.tools import PreprocessTools, pipeline_from
+
+        steps = module.preprocess(PreprocessTools(folder))
+        return RawResult({}, pipeline_from(steps).model_dump(mode="json"))
+
+    def no_mitigation(self, stage: EvasionStage) -> RawResult:
+        return RawResult({}, {"steps": []})
+
+    def check_outputs(self, stage: EvasionStage, raw: RawResult) -> PreprocessPipeline:
+        """Strictly re-validate the steps in the parent: known names, bounded values, the menu."""
+        from pydantic import ValidationError
+
+        if raw.arrays:
+            raise _invalid(f"expected only a list of steps, got arrays {sorted(raw.arrays)}")
+        try:
+            pipeline = PreprocessPipeline.model_validate(raw.config)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise _invalid(f"invalid preprocessing steps ({where}: {first['msg']})") from error
+        scenario = stage.scenario
+        if len(pipeline.steps) > scenario.max_steps:
+            raise _invalid(f"{len(pipeline.steps)} steps; this scenario allows at most {scenario.max_steps}")
+        off_menu = [step.name for step in pipeline.steps if step.name not in scenario.menu]
+        if off_menu:
+            raise _invalid(f"step(s) {off_menu} are not on this scenario's menu: {scenario.menu}")
+        return pipeline
+
+    def evaluate(self, stage: EvasionStage, pipeline: PreprocessPipeline, ctx: RunContext) -> Evaluation:
+        subject = self._pipeline_subject(stage, pipeline) if pipeline.steps else self._victim_subject(stage)
+        return self._evaluate(stage, subject, ctx, {"note": pipeline.describe(), "pipeline": pipeline.model_dump()})
+
+    def _pipeline_subject(self, stage: EvasionStage, pipeline: PreprocessPipeline) -> Subject:
+        from secureml.families.evasion.pipeline import defended_model
+
+        scenario = stage.scenario
+        draws = scenario.evaluation.eot_samples if pipeline.randomised else 1
+        seed = derive_seed(scenario.seed, "pipeline")
+        attacked = defended_model(stage.victim, pipeline, seed=seed, mode="bpda", eot_samples=draws)
+        deployed = defended_model(stage.victim, pipeline, seed=seed, mode="bpda", eot_samples=1)
+
+        def judge(draw_seed: int) -> Callable:
+            def predict(x):
+                deployed.reseed(draw_seed)
+                return models.predict(deployed, x)
+
+            return predict
+
+        judges = [judge(derive_seed(seed, "judge", 0))]
+        if pipeline.randomised:
+            judges.append(judge(derive_seed(seed, "judge", 1)))
+        return Subject(
+            identity=["pipeline", weights_identity(stage.victim), pipeline.model_dump(mode="json"), draws],
+            attack_model=attacked,
+            judges=judges,
+            naive_model=defended_model(stage.victim, pipeline, seed=seed, mode="exact"),
+            randomised=pipeline.randomised,
+        )
+
+
+FAMILY = HardenFamily()
+PREPROCESS_FAMILY = PreprocessFamily()
