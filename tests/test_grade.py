@@ -460,6 +460,27 @@ def test_folder_submissions_import_their_helpers_and_broken_ones_are_errors(pois
 
 
 @needs_bwrap
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario_id", ["evasion-01", "evasion-02", "inversion-01", "inversion-02"])
+def test_every_family_grades_its_reference_above_its_starter_in_the_sandbox(scenario_id, session_cache,
+                                                                            tmp_path):
+    # The grader knows no family: each one's lab files go through the same sandbox and worker.
+    loaded = scenario.load(scenario_id)
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for trainee, lab_file in (("reference", "solution.py"), ("starter", "mitigation.py")):
+        shutil.copy(REPO / "labs" / scenario_id / lab_file, folder / f"{trainee}.py")
+    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        grade_workshop(loaded, folder, book, settings)
+        rows = {row.trainee: row for row in book.rows(scenario_id)}
+    assert rows["reference"].status == rows["starter"].status == "ok", (
+        rows["reference"].error, rows["starter"].error)
+    assert rows["reference"].score >= 70 > rows["starter"].score
+    assert rows["reference"].picture_png.startswith(b"\x89PNG")
+
+
+@needs_bwrap
 def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cache, tmp_path):
     # A submission that really filters, so that the grader retrains and measures a new model.
     folder = _submissions(tmp_path / "submissions", {"alice": "trigger_oracle"})

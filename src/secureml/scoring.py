@@ -96,6 +96,68 @@ def _require_finite(values: dict[str, float]) -> None:
             raise ValueError(f"score part '{name}' is not finite: {value}")
 
 
+# --------------------------------------------------------------------------- inversion
+
+INVERSION_FORMULA = (
+    "leakage_removed = clip((AA_none - AA_mit) / (AA_none - AA_floor), 0, 1)\n"
+    "utility_kept    = clip(1 - max(0, U_none - U_mit) / {max_utility_drop:g}, 0, 1)\n"
+    "score = 100 * leakage_removed * utility_kept\n"
+    "where AA is the attack accuracy (the share of reconstructions an independent evaluation "
+    "classifier assigns to the attacked class), U the utility ({utility}), and the floor "
+    "{floor}; losing {max_utility_drop_points:g} points of utility scores 0"
+)
+
+
+def inversion_calibrated(
+    *,
+    attack_accuracy_none: float,
+    attack_accuracy_mitigated: float,
+    attack_accuracy_floor: float,
+    utility_none: float,
+    utility_mitigated: float,
+    max_utility_drop: float,
+) -> Score:
+    """Score an inversion defence: the share of the leakage above the floor it removed,
+    scaled down linearly by the utility it cost.
+
+    The floor is what the attack recovers when the model reveals nothing it need not
+    (chance for the white-box attack; a label-only API for the query attack). Attack
+    accuracy by an independent evaluation classifier is the standard leakage metric of
+    the inversion literature (e.g. Zhang et al., CVPR 2020, "The secret revealer").
+    """
+    headroom = attack_accuracy_none - attack_accuracy_floor
+    utility_drop = utility_none - utility_mitigated
+    leakage_removed = clip01((attack_accuracy_none - attack_accuracy_mitigated) / headroom) if headroom > 1e-9 else 0.0
+    utility_kept = clip01(1.0 - max(0.0, utility_drop) / max_utility_drop)
+    parts = {
+        "leakage_removed": leakage_removed,
+        "utility_kept": utility_kept,
+        "attack_accuracy_drop": attack_accuracy_none - attack_accuracy_mitigated,
+        "utility_drop": utility_drop,
+    }
+    _require_finite(parts)
+    _require_finite(
+        {
+            "attack_accuracy_mitigated": attack_accuracy_mitigated,
+            "attack_accuracy_floor": attack_accuracy_floor,
+            "utility_none": utility_none,
+        }
+    )
+    method = "leakage-calibrated"
+    if headroom <= 1e-9:
+        # The undefended model leaks no more than the floor: nothing to defend, no fair score.
+        return Score(0.0, parts, method, capped_by="the attack recovered nothing above the floor")
+    if utility_kept == 0.0:
+        return Score(
+            0.0,
+            parts,
+            method,
+            capped_by=f"utility fell {100 * utility_drop:.1f} points "
+            f"({100 * max_utility_drop:g} or more scores 0)",
+        )
+    return Score(100.0 * leakage_removed * utility_kept, parts, method)
+
+
 # --------------------------------------------------------------------------- evasion
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario
+from secureml.families.inversion.config import InversionApiScenario, InversionScenario
 from secureml.families.poisoning.config import PoisoningScenario
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ class FamilySpec:
 FAMILIES: dict[str, FamilySpec] = {
     "poisoning": FamilySpec(
         "poisoning", PoisoningScenario, "secureml.families.poisoning.family:FAMILY"
+    ),
+    # Two entries, one sub-package: white-box `train` and query-only `protect` interfaces.
+    "inversion": FamilySpec("inversion", InversionScenario, "secureml.families.inversion.family:FAMILY"),
+    "inversion-api": FamilySpec(
+        "inversion-api", InversionApiScenario, "secureml.families.inversion.family:API_FAMILY"
     ),
     # Two entries, one sub-package: `harden` (a model) and `preprocess` (declarative steps).
     "evasion": FamilySpec("evasion", EvasionScenario, "secureml.families.evasion.family:FAMILY"),

@@ -1,0 +1,1 @@
+"""Model inversion: white-box (ART MIFace) and query-only (a trained inversion network)."""
