@@ -251,3 +251,39 @@ def run_in_process(
             file=str(mitigation),
             fix=error.fix or "see the message above; the lab's README shows what the function returns",
         ) from error
+
+
+# --------------------------------------------------------------------------- returned models
+
+
+def weights_result(model: Any, *, function: str, how_to_build: str) -> RawResult:
+    """In the child: only the weights of the model a trainee's function returned."""
+    from torch import nn
+
+    from secureml import models
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{function} must return a torch model ({how_to_build} makes one), got {type(model).__name__}")
+    return RawResult(models.model_arrays(model))
+
+
+def model_from_weights(raw: RawResult, *, arch: str, input_shape, num_classes: int):
+    """In the parent: a fresh model of the victim's architecture holding the returned float32
+    weights, or an `invalid-result` MitigationError that says what did not fit."""
+    from secureml import models
+
+    if raw.config:
+        raise MitigationError("expected only the model's weights, got a config as well", status="invalid-result")
+    for name, array in raw.arrays.items():
+        if array.dtype.name != "float32":
+            raise MitigationError(
+                f"weight '{name}' is {array.dtype}; the victim's weights are float32", status="invalid-result"
+            )
+    model = models.build(arch, input_shape, num_classes, 0)
+    try:
+        models.load_arrays(model, raw.arrays)
+    except ValueError as error:
+        raise MitigationError(
+            f"the returned model is not the victim's architecture '{arch}': {error}", status="invalid-result"
+        ) from error
+    return model.eval()

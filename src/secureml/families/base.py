@@ -82,3 +82,81 @@ class Family(Protocol):
     def check_outputs(self, stage: Any, raw: RawResult) -> Any: ...
 
     def evaluate(self, stage: Any, outputs: Any, ctx: RunContext) -> Evaluation: ...
+
+
+class VictimTools:
+    """The part of a trainee's `tools` that every family shares: the victim's recipe, read
+    from the inputs folder, and a trainer that follows it.
+
+    tools.train(x, y)       -> a torch model trained exactly as the victim is (on the full set
+                               the family handed over: the deployed victim, at once)
+    tools.predict(model, x) -> predicted labels, shape (N,)
+    tools.num_classes, tools.seed, tools.class_names
+    Runs in the (sandboxed) child and reads nothing but `folder`.
+    """
+
+    # Shown on the progress bar while `train` runs.
+    training_label = "training inside your function"
+
+    def __init__(self, folder: Path) -> None:
+        import json
+
+        from secureml.cache import Cache
+        from secureml.scenario import VictimConfig
+
+        task = json.loads((folder / "task.json").read_text())
+        self.num_classes: int = task["num_classes"]
+        self.seed: int = task["seed"]
+        self.class_names: list[str] = task["class_names"]
+        self._task = task
+        self._victim = VictimConfig.model_validate(task["victim"])
+        # The victim's weights ship in the inputs as a read-only cache entry.
+        self._cache = Cache(folder / "cache", read_only=True)
+
+    def train(self, x, y):
+        import numpy as np
+
+        from secureml import models
+
+        return models.train_cached(
+            self._cache,
+            self._victim,
+            np.ascontiguousarray(x, dtype=np.float32),
+            np.asarray(y, dtype=np.int64),
+            num_classes=self.num_classes,
+            seed=self.seed,
+            label=self.training_label,
+        )
+
+    @staticmethod
+    def predict(model, x):
+        from secureml import models
+
+        return models.predict(model, x)
+
+
+def write_victim_inputs(
+    folder: Path, *, x, y, victim_config, victim_model, num_classes: int, class_names, seed: int, **task_extra: Any
+) -> None:
+    """Write what `VictimTools` reads: the training set (`train.safetensors`), the task, and
+    the victim's weights as a cache entry, so that `tools.train(x, y)` on the full set is
+    instant and gives back exactly the deployed victim."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from secureml import models
+    from secureml.cache import Cache
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"x": x, "y": y}, str(folder / "train.safetensors"))
+    task = {
+        "num_classes": num_classes,
+        "class_names": list(class_names),
+        "seed": seed,
+        "victim": victim_config.model_dump(mode="json"),
+        **task_extra,
+    }
+    (folder / "task.json").write_text(json.dumps(task))
+    key = models.victim_key(victim_config, x, y, num_classes=num_classes, seed=seed)
+    Cache(folder / "cache").save_tensors("victims", key, models.model_arrays(victim_model))

@@ -31,7 +31,7 @@ from secureml.families.base import Evaluation, RunContext, Row
 from secureml.families.evasion import attacks, checks
 from secureml.families.evasion.attacks import SuiteResult
 from secureml.families.evasion.config import GRADIENT_FREE, PreprocessPipeline
-from secureml.mitigation import RawResult
+from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed
 from secureml.scoring import robust_accuracy_calibrated
 from secureml.versions import versions
@@ -435,36 +435,21 @@ class HardenFamily(_EvasionFamily):
     def run_mitigation(self, module: Any, folder: Path) -> RawResult:
         """In the child: call `harden` and send back the returned model's weights only."""
         from safetensors.numpy import load_file
-        from torch import nn
 
         from secureml.families.evasion.tools import HardeningTools
 
         arrays = load_file(str(folder / "train.safetensors"))
         model = module.harden(arrays["x"].copy(), arrays["y"].copy(), HardeningTools(folder))
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"harden must return a torch model (tools.build() makes one), got {type(model).__name__}"
-            )
-        return RawResult(models.model_arrays(model))
+        return weights_result(model, function="harden", how_to_build="tools.build()")
 
     def no_mitigation(self, stage: EvasionStage) -> RawResult:
         return RawResult(models.model_arrays(stage.victim))
 
     def check_outputs(self, stage: EvasionStage, raw: RawResult):
         """Weights that fit the victim's architecture exactly, float32, loaded into a fresh model."""
-        if raw.config:
-            raise _invalid("expected only the model's weights, got a config as well")
-        for name, array in raw.arrays.items():
-            if array.dtype.name != "float32":
-                raise _invalid(f"weight '{name}' is {array.dtype}; the victim's weights are float32")
-        model = models.build(stage.scenario.victim.arch, stage.split.shape, stage.split.num_classes, 0)
-        try:
-            models.load_arrays(model, raw.arrays)
-        except ValueError as error:
-            raise _invalid(
-                f"the returned model is not the victim's architecture '{stage.scenario.victim.arch}': {error}"
-            ) from error
-        return model.eval()
+        return model_from_weights(
+            raw, arch=stage.scenario.victim.arch, input_shape=stage.split.shape, num_classes=stage.split.num_classes
+        )
 
     def evaluate(self, stage: EvasionStage, model, ctx: RunContext) -> Evaluation:
         subject = Subject(weights_identity(model), model, [lambda x: models.predict(model, x)])

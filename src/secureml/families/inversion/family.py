@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secureml import models
-from secureml.cache import Cache, content_key
+from secureml.cache import content_key
 from secureml.errors import MitigationError
-from secureml.families.base import Evaluation, RunContext, Row
+from secureml.families.base import Evaluation, RunContext, Row, VictimTools, write_victim_inputs
 from secureml.families.inversion.attacks import (
     Reconstructions,
     invert_outputs,
@@ -36,7 +36,7 @@ from secureml.families.inversion.attacks import (
     train_inversion_net,
 )
 from secureml.families.inversion.leakage import Leakage, class_means, measure
-from secureml.mitigation import RawResult
+from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import Score, inversion_calibrated
 from secureml.versions import versions
@@ -307,7 +307,7 @@ class _InversionFamily:
 # =========================================================================== white-box
 
 
-class TrainTools:
+class TrainTools(VictimTools):
     """What `train` gets besides the data: the victim's architecture and recipe.
 
     tools.new_model()          -> a freshly initialised model of the victim's architecture
@@ -318,42 +318,20 @@ class TrainTools:
     tools.num_classes, tools.input_shape, tools.seed, tools.class_names
     """
 
-    def __init__(self, folder: Path) -> None:
-        from secureml.scenario import VictimConfig
+    training_label = "training inside train()"
 
-        task = json.loads((folder / "task.json").read_text())
-        self.num_classes: int = task["num_classes"]
-        self.seed: int = task["seed"]
-        self.class_names: list[str] = task["class_names"]
-        self.input_shape: tuple[int, ...] = tuple(task["input_shape"])
-        self._victim = VictimConfig.model_validate(task["victim"])
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.input_shape: tuple[int, ...] = tuple(self._task["input_shape"])
         self.arch = self._victim.arch
         self.epochs = self._victim.epochs
         self.batch_size = self._victim.batch_size
         self.learning_rate = self._victim.learning_rate
         self.optimizer = self._victim.optimizer
         self.weight_decay = self._victim.weight_decay
-        self._cache = Cache(folder / "cache", read_only=True)
 
     def new_model(self, seed: int | None = None):
         return models.build(self.arch, self.input_shape, self.num_classes, self.seed if seed is None else seed)
-
-    def train(self, x: np.ndarray, y: np.ndarray):
-        import numpy as np
-
-        return models.train_cached(
-            self._cache,
-            self._victim,
-            np.ascontiguousarray(x, dtype=np.float32),
-            np.asarray(y, dtype=np.int64),
-            num_classes=self.num_classes,
-            seed=self.seed,
-            label="training inside train()",
-        )
-
-    @staticmethod
-    def predict(model, x: np.ndarray) -> np.ndarray:
-        return models.predict(model, x)
 
     @staticmethod
     def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -413,55 +391,35 @@ class WhiteBoxInversionFamily(_InversionFamily):
 
     def write_inputs(self, stage: InversionStage, folder: Path) -> None:
         """The private training set, the victim's recipe, and its weights (so tools.train is instant)."""
-        from safetensors.numpy import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
         split = stage.split
-        save_file({"x": split.x_train, "y": split.y_train}, str(folder / "train.safetensors"))
-        task = {
-            "num_classes": split.num_classes,
-            "class_names": list(split.class_names),
-            "input_shape": list(split.shape),
-            "seed": stage.scenario.seed,
-            "victim": stage.scenario.victim.model_dump(mode="json"),
-        }
-        (folder / "task.json").write_text(json.dumps(task))
-        key = models.victim_key(
-            stage.scenario.victim, split.x_train, split.y_train, num_classes=split.num_classes, seed=stage.scenario.seed
+        write_victim_inputs(
+            folder,
+            x=split.x_train,
+            y=split.y_train,
+            victim_config=stage.scenario.victim,
+            victim_model=stage.victim,
+            num_classes=split.num_classes,
+            class_names=split.class_names,
+            seed=stage.scenario.seed,
+            input_shape=list(split.shape),
         )
-        Cache(folder / "cache").save_tensors("victims", key, models.model_arrays(stage.victim))
 
     def run_mitigation(self, module: Any, folder: Path) -> RawResult:
         """In the child: call `train` and send back the returned model's weights only."""
         from safetensors.numpy import load_file
-        from torch import nn
 
         arrays = load_file(str(folder / "train.safetensors"))
         model = module.train(arrays["x"].copy(), arrays["y"].copy(), TrainTools(folder))
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"train must return a torch model (tools.new_model() builds one), got {type(model).__name__}"
-            )
-        return RawResult(models.model_arrays(model))
+        return weights_result(model, function="train", how_to_build="tools.new_model()")
 
     def no_mitigation(self, stage: InversionStage) -> RawResult:
         return RawResult(models.model_arrays(stage.victim))
 
     def check_outputs(self, stage: InversionStage, raw: RawResult):
         """Weights that fit the victim's architecture exactly, float32, loaded into a fresh model."""
-        if raw.config:
-            raise _invalid("expected only the model's weights, got a config as well")
-        for name, array in raw.arrays.items():
-            if array.dtype.name != "float32":
-                raise _invalid(f"weight '{name}' is {array.dtype}; the victim's weights are float32")
-        model = models.build(stage.scenario.victim.arch, stage.split.shape, stage.split.num_classes, 0)
-        try:
-            models.load_arrays(model, raw.arrays)
-        except ValueError as error:
-            raise _invalid(
-                f"the returned model is not the victim's architecture '{stage.scenario.victim.arch}': {error}"
-            ) from error
-        return model.eval()
+        return model_from_weights(
+            raw, arch=stage.scenario.victim.arch, input_shape=stage.split.shape, num_classes=stage.split.num_classes
+        )
 
     def evaluate(self, stage: InversionStage, model, ctx: RunContext) -> Evaluation:
         mitigated = self._outcome(stage, model, ctx)

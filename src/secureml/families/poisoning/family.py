@@ -9,15 +9,14 @@ mitigation ever sees.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secureml import models
-from secureml.cache import Cache, content_key
+from secureml.cache import content_key
 from secureml.errors import MitigationError
-from secureml.families.base import Evaluation, RunContext, Row
+from secureml.families.base import Evaluation, RunContext, Row, VictimTools, write_victim_inputs
 from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, triggered_test_set
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
@@ -70,7 +69,7 @@ class PoisoningStage:
         return len(self.poisoned.y)
 
 
-class PoisoningTools:
+class PoisoningTools(VictimTools):
     """What `sanitize` gets besides the data: a way to train and probe a model like the victim.
 
     tools.train(x, y)          -> a torch model trained exactly as the victim is
@@ -80,37 +79,11 @@ class PoisoningTools:
     Training on the full set you were given returns the deployed victim at once.
     """
 
-    def __init__(self, folder: Path) -> None:
-        from secureml.scenario import VictimConfig
-
-        task = json.loads((folder / "task.json").read_text())
-        self.num_classes: int = task["num_classes"]
-        self.seed: int = task["seed"]
-        self.class_names: list[str] = task["class_names"]
-        self._victim = VictimConfig.model_validate(task["victim"])
-        # The victim's weights ship in the inputs as a read-only cache entry.
-        self._cache = Cache(folder / "cache", read_only=True)
-
-    def train(self, x: np.ndarray, y: np.ndarray):
-        import numpy as np
-
-        return models.train_cached(
-            self._cache,
-            self._victim,
-            np.ascontiguousarray(x, dtype=np.float32),
-            np.asarray(y, dtype=np.int64),
-            num_classes=self.num_classes,
-            seed=self.seed,
-            label="training inside sanitize",
-        )
+    training_label = "training inside sanitize"
 
     @staticmethod
     def features(model, x: np.ndarray) -> np.ndarray:
         return models.features(model, x)
-
-    @staticmethod
-    def predict(model, x: np.ndarray) -> np.ndarray:
-        return models.predict(model, x)
 
 
 class PoisoningFamily:
@@ -215,25 +188,16 @@ class PoisoningFamily:
 
     def write_inputs(self, stage: PoisoningStage, folder: Path) -> None:
         """The training set as the attacker left it, the victim's recipe, and its weights."""
-        from safetensors.numpy import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({"x": stage.poisoned.x, "y": stage.poisoned.y}, str(folder / "train.safetensors"))
-        task = {
-            "num_classes": stage.split.num_classes,
-            "class_names": list(stage.split.class_names),
-            "seed": stage.scenario.seed,
-            "victim": stage.scenario.victim.model_dump(mode="json"),
-        }
-        (folder / "task.json").write_text(json.dumps(task))
-        key = models.victim_key(
-            stage.scenario.victim,
-            stage.poisoned.x,
-            stage.poisoned.y,
+        write_victim_inputs(
+            folder,
+            x=stage.poisoned.x,
+            y=stage.poisoned.y,
+            victim_config=stage.scenario.victim,
+            victim_model=stage.victim,
             num_classes=stage.split.num_classes,
+            class_names=stage.split.class_names,
             seed=stage.scenario.seed,
         )
-        Cache(folder / "cache").save_tensors("victims", key, models.model_arrays(stage.victim))
 
     def run_mitigation(self, module: Any, folder: Path) -> RawResult:
         """In the child: call `sanitize` on the inputs and return the kept indices."""
