@@ -424,10 +424,55 @@ def run_square(estimator, x, y, *, threat, config, batch_size, seed, judge) -> n
     return attack.generate(x, y=one_hot(y, estimator.nb_classes))
 
 
+def decision_starts(estimator, x: np.ndarray, *, tries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A first misclassified image for each of `x`, drawn from our own seeded generator, then
+    moved towards the original by bisection until it sits on the decision boundary.
+
+    This is what HopSkipJump does itself when it is given no start, except that ART draws
+    from a fresh, unseeded `np.random.RandomState()` (ART 1.20.1, hop_skip_jump.py), so its
+    results changed from run to run. Returns the starts and which images have one.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    clean = estimator.predict(x).argmax(axis=1)
+    starts = x.copy()
+    found = np.zeros(len(x), dtype=bool)
+    for _ in range(tries):
+        missing = np.flatnonzero(~found)
+        if not len(missing):
+            break
+        noise = rng.uniform(0.0, 1.0, size=(len(missing), *x.shape[1:])).astype(np.float32)
+        fooled = estimator.predict(noise).argmax(axis=1) != clean[missing]
+        starts[missing[fooled]] = noise[fooled]
+        found[missing[fooled]] = True
+    # Bisection on the blend (1 - t) * start + t * x: t = 0 is misclassified, t = 1 is not.
+    low, high = np.zeros(len(x), dtype=np.float32), np.ones(len(x), dtype=np.float32)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    for _ in range(BOUNDARY_BISECTIONS):
+        middle = (low + high) / 2
+        blend = (1 - middle.reshape(shape)) * starts + middle.reshape(shape) * x
+        fooled = estimator.predict(blend).argmax(axis=1) != clean
+        low = np.where(fooled, middle, low)
+        high = np.where(fooled, high, middle)
+    starts = (1 - low.reshape(shape)) * starts + low.reshape(shape) * x
+    return np.ascontiguousarray(starts, dtype=np.float32), found
+
+
+# Halving the distance 12 times puts the start within 1/4096 of the boundary's blend weight.
+BOUNDARY_BISECTIONS = 12
+
+
 def run_hop_skip_jump(estimator, x, y, *, threat, config, batch_size, seed, judge) -> np.ndarray:
-    """HopSkipJump (Chen et al., 2020): decision-based, it only reads predicted labels."""
+    """HopSkipJump (Chen et al., 2020): decision-based, it only reads predicted labels.
+
+    It starts from our seeded `decision_starts`; an image with no misclassified start in
+    `init_size` tries is left as it is (the attack failed on it), rather than handed to
+    ART's unseeded search.
+    """
     from art.attacks.evasion import HopSkipJump
 
+    starts, found = decision_starts(estimator, x, tries=config.init_size, seed=seed)
     attack = HopSkipJump(
         estimator,
         batch_size=batch_size,
@@ -439,7 +484,12 @@ def run_hop_skip_jump(estimator, x, y, *, threat, config, batch_size, seed, judg
         init_size=config.init_size,
         verbose=False,
     )
-    return attack.generate(x, y=one_hot(y, estimator.nb_classes))
+    adversarial = x.copy()
+    if found.any():
+        adversarial[found] = attack.generate(
+            x[found], y=one_hot(y[found], estimator.nb_classes), x_adv_init=starts[found]
+        )
+    return adversarial
 
 
 ATTACKS: dict[str, Callable[..., Any]] = {

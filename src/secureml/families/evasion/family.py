@@ -238,7 +238,7 @@ class _EvasionFamily:
         if subject.identity == self._victim_subject(stage).identity:
             mine = none
         else:
-            mine = self._report(stage, subject, ctx, "your model")
+            mine = self._report(stage, subject, ctx, "mitigated model")
         score = robust_accuracy_calibrated(
             ra_none=none.suite.robust_accuracy,
             ra_mitigated=mine.suite.robust_accuracy,
