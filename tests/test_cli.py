@@ -107,3 +107,14 @@ def test_verify_record_writes_expected_values_and_keeps_comments(tmp_path):
     assert new_text.startswith("# A BadNets backdoor")
     assert yaml.safe_load(new_text)["expected"]["score"]["value"] >= 80
     assert secureml("verify", str(path)).returncode == 0
+
+
+@pytest.mark.slow
+def test_verify_reproduces_the_recorded_evasion_and_inversion_results():
+    # The two quickest scenarios of the families that came after poisoning; `make test`
+    # runs the rest of their end-to-end paths in test_run_evasion.py and test_inversion.py.
+    result = secureml("verify", "evasion-02", "inversion-02", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    assert {check["scenario"] for check in checks} == {"evasion-02", "inversion-02"}
+    assert all(check["ok"] for check in checks)
