@@ -45,11 +45,6 @@ from secureml.sandbox import Limits, bubblewrap_available
 
 from conftest import REPO, secureml
 
-# As `secureml grade` does: OpenMP threads that spin at barriers made the cold stage of
-# poisoning-01 2x slower on a shared 2-core machine. Numbers are unchanged; it only takes
-# effect if torch is not loaded yet (running this file alone).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 PAYLOADS = Path(__file__).resolve().parent / "grade_payloads"
 needs_bwrap = pytest.mark.skipif(
     not bubblewrap_available(), reason="bubblewrap isolation unavailable here (needs bwrap, setpriv and root)"

@@ -357,7 +357,8 @@ class _EvasionFamily:
         if report.naive_robust_accuracy is not None and report.naive_robust_accuracy > suite.robust_accuracy + 0.1:
             notes.append(
                 f"A naive PGD test (exact gradients) reports {report.naive_robust_accuracy:.3f}; the adaptive "
-                f"evaluation finds {suite.robust_accuracy:.3f}. The difference is gradient masking."
+                f"evaluation finds {suite.robust_accuracy:.3f}, and only that counts: the gap is what a "
+                f"masked gradient hides from a naive test."
             )
         if flags:
             notes.append(hints.masking)
