@@ -132,6 +132,19 @@ def test_one_pass_class_gradient_equals_arts_loop_over_labels(digits_model):
     np.testing.assert_allclose(ours.class_gradient(x, label=labels), reference, rtol=1e-4, atol=1e-6)
 
 
+def test_lean_loss_gradient_on_torch_batches_equals_arts(digits_model):
+    import torch
+    from art.estimators.classification import PyTorchClassifier
+
+    from secureml.art_bridge import one_hot
+
+    model, x, y = digits_model
+    ours = attacks.classifier(model, input_shape=x.shape[1:], num_classes=10)
+    images, targets = torch.from_numpy(x), torch.from_numpy(one_hot(y, 10))
+    reference = PyTorchClassifier.loss_gradient(ours, images, targets)
+    torch.testing.assert_close(ours.loss_gradient(images, targets), reference, rtol=1e-4, atol=1e-7)
+
+
 def test_projection_keeps_images_in_the_ball_and_the_box():
     rng = np.random.default_rng(0)
     x = rng.random((4, 1, 5, 5), dtype=np.float32)

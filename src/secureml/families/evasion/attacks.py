@@ -184,6 +184,33 @@ def _classifier_class():
     class SuiteClassifier(PyTorchClassifier):
         """ART's PyTorchClassifier with per-sample class gradients in one backward pass."""
 
+        def loss_gradient(self, x, y, training_mode=False, **kwargs):
+            """The cross-entropy gradient on a torch batch, as ART's PyTorch PGD asks for it
+            at every step, without ART's per-call label checks and format conversions.
+
+            Measured with bench/bench_evasion_pgd.py: PGD-10 through ART's own loss_gradient
+            ran at 1.18x the time of a plain torch loop. Anything else (numpy input,
+            preprocessing, gradients at a layer) goes through ART unchanged.
+            """
+            import torch
+
+            plain = (
+                isinstance(x, torch.Tensor)
+                and isinstance(y, torch.Tensor)
+                and not self.preprocessing_operations
+                and self._layer_idx_gradients < 0
+            )
+            if not plain:
+                return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+            self._model.train(mode=training_mode)
+            inputs = x.detach().to(self._device).requires_grad_(True)
+            labels = y.to(self._device)
+            if labels.ndim == 2:
+                labels = labels.argmax(dim=1)
+            loss = self._loss(self._model(inputs)[-1], labels)
+            (gradient,) = torch.autograd.grad(loss, inputs)
+            return gradient
+
         def predict(self, x, batch_size=128, training_mode=False, **kwargs):
             # HopSkipJump does its arithmetic in float64 and queries with it; the model is
             # float32 and torch refuses to mix the two.
@@ -310,10 +337,14 @@ def pgd(
         batch = torch.from_numpy(x[rows])
         batch_targets = torch.from_numpy(targets[rows])
         fallen = np.zeros(len(batch), dtype=bool)
-        for restart in range(restarts if random_start else 1):
+        tries = restarts if random_start else 1
+        for restart in range(tries):
             # ART draws the random start from numpy's global generator.
             with numpy_global_seed(derive_seed(seed, "pgd", start, restart)):
                 candidate = attack._generate_batch(batch, batch_targets, None, epsilon, step_size)
+            if tries == 1:
+                adversarial[rows] = candidate
+                break  # nothing to choose between: the suite judges the images itself
             fooled = judge(candidate) != y[rows]
             new = fooled & ~fallen
             if restart == 0:
