@@ -182,7 +182,9 @@ def _classifier_class():
     from art.estimators.classification import PyTorchClassifier
 
     class SuiteClassifier(PyTorchClassifier):
-        """ART's PyTorchClassifier with per-sample class gradients in one backward pass."""
+        """ART's PyTorchClassifier, leaner where the suite calls it in a loop: per-sample class
+        gradients in one backward pass, the loss gradient of a torch batch without format
+        conversions, and float32 queries whatever the attack computes in."""
 
         def loss_gradient(self, x, y, training_mode=False, **kwargs):
             """The cross-entropy gradient on a torch batch, as ART's PyTorch PGD asks for it
