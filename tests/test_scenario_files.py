@@ -117,6 +117,12 @@ def test_target_class_beyond_the_dataset_is_rejected(tmp_path):
     assert "target_class" in _message(path)
 
 
+def test_mitigation_function_must_be_the_one_the_family_calls(tmp_path):
+    path = _variant(tmp_path, lambda d: d["mitigation"].update(function="harden"))
+    message = _message(path)
+    assert "'sanitize'" in message and "'harden'" in message
+
+
 def test_atlas_ids_are_checked(tmp_path):
     path = _variant(tmp_path, lambda d: d["atlas"].update(technique="T0020"))
     assert "atlas.technique" in _message(path)

@@ -168,9 +168,9 @@ def train_cached(
 
 def victim_key(victim: VictimConfig, x, y, *, num_classes: int, seed: int) -> str:
     from secureml.cache import content_key
-    from secureml.versions import versions
+    from secureml.versions import versions_of
 
-    software = {name: versions()[name] for name in ("secureml", "torch")}
+    software = versions_of("secureml", "torch")
     return content_key(
         "victim", victim.model_dump(mode="json"), num_classes, seed, software, x, y
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from secureml.errors import ConfigError, ConfigErrors
 
@@ -130,7 +130,17 @@ class ScenarioBase(StrictModel):
         return self.model_copy(update={"seed": seed})
 
     # Each family's schema says what the trainee writes and how it is scored.
+    trainee_function: typing.ClassVar[str] = ""
     mitigation_signature: typing.ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _mitigation_calls_the_family_function(self):
+        if self.trainee_function and self.mitigation.function != self.trainee_function:
+            raise ValueError(
+                f"mitigation.function must be '{self.trainee_function}' for the {self.family} family, "
+                f"found '{self.mitigation.function}'"
+            )
+        return self
 
     def scoring_formula(self) -> str:
         raise NotImplementedError

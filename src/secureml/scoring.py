@@ -128,14 +128,13 @@ def inversion_calibrated(
     headroom = attack_accuracy_none - attack_accuracy_floor
     utility_drop = utility_none - utility_mitigated
     leakage_removed = clip01((attack_accuracy_none - attack_accuracy_mitigated) / headroom) if headroom > 1e-9 else 0.0
-    utility_kept = clip01(1.0 - max(0.0, utility_drop) / max_utility_drop)
+    utility_kept = _share_kept(utility_drop, max_utility_drop)
     parts = {
         "leakage_removed": leakage_removed,
         "utility_kept": utility_kept,
         "attack_accuracy_drop": attack_accuracy_none - attack_accuracy_mitigated,
         "utility_drop": utility_drop,
     }
-    _require_finite(parts)
     _require_finite(
         {
             "attack_accuracy_mitigated": attack_accuracy_mitigated,
@@ -143,19 +142,18 @@ def inversion_calibrated(
             "utility_none": utility_none,
         }
     )
-    method = "leakage-calibrated"
-    if headroom <= 1e-9:
+    return _gained_times_kept(
+        "leakage-calibrated",
+        parts,
+        gained=leakage_removed,
+        kept=utility_kept,
+        headroom=headroom,
         # The undefended model leaks no more than the floor: nothing to defend, no fair score.
-        return Score(0.0, parts, method, capped_by="the attack recovered nothing above the floor")
-    if utility_kept == 0.0:
-        return Score(
-            0.0,
-            parts,
-            method,
-            capped_by=f"utility fell {100 * utility_drop:.1f} points "
-            f"({100 * max_utility_drop:g} or more scores 0)",
-        )
-    return Score(100.0 * leakage_removed * utility_kept, parts, method)
+        no_headroom="the attack recovered nothing above the floor",
+        lost="utility",
+        drop=utility_drop,
+        max_drop=max_utility_drop,
+    )
 
 
 # --------------------------------------------------------------------------- evasion
@@ -190,24 +188,53 @@ def robust_accuracy_calibrated(
     headroom = target_robust_accuracy - ra_none
     ca_drop = ca_none - ca_mitigated
     robust_gained = clip01((ra_mitigated - ra_none) / headroom) if headroom > 1e-9 else 0.0
-    clean_kept = clip01(1.0 - max(0.0, ca_drop) / max_clean_accuracy_drop)
+    clean_kept = _share_kept(ca_drop, max_clean_accuracy_drop)
     parts = {
         "robust_gained": robust_gained,
         "clean_kept": clean_kept,
         "robust_accuracy_gain": ra_mitigated - ra_none,
         "clean_accuracy_drop": ca_drop,
     }
-    _require_finite(parts)
-    method = "robust-accuracy-calibrated"
-    if headroom <= 1e-9:
+    return _gained_times_kept(
+        "robust-accuracy-calibrated",
+        parts,
+        gained=robust_gained,
+        kept=clean_kept,
+        headroom=headroom,
         # The undefended victim already reaches the target: nothing to defend, no fair score.
-        return Score(0.0, parts, method, capped_by="the undefended victim already reaches the target")
-    if clean_kept == 0.0:
+        no_headroom="the undefended victim already reaches the target",
+        lost="clean accuracy",
+        drop=ca_drop,
+        max_drop=max_clean_accuracy_drop,
+    )
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _share_kept(drop: float, max_drop: float) -> float:
+    """1 with nothing lost, falling linearly to 0 at a loss of `max_drop` (gains count as 0)."""
+    return clip01(1.0 - max(0.0, drop) / max_drop)
+
+
+def _gained_times_kept(
+    method: str,
+    parts: dict[str, float],
+    *,
+    gained: float,
+    kept: float,
+    headroom: float,
+    no_headroom: str,
+    lost: str,
+    drop: float,
+    max_drop: float,
+) -> Score:
+    """score = 100 * gained * kept, saying what capped it when it is 0 for a reason."""
+    _require_finite(parts)
+    if headroom <= 1e-9:
+        return Score(0.0, parts, method, capped_by=no_headroom)
+    if kept == 0.0:
         return Score(
-            0.0,
-            parts,
-            method,
-            capped_by=f"clean accuracy fell {100 * ca_drop:.1f} points "
-            f"({100 * max_clean_accuracy_drop:g} or more scores 0)",
+            0.0, parts, method, capped_by=f"{lost} fell {100 * drop:.1f} points ({100 * max_drop:g} or more scores 0)"
         )
-    return Score(100.0 * robust_gained * clean_kept, parts, method)
+    return Score(100.0 * gained * kept, parts, method)

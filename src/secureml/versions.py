@@ -28,6 +28,12 @@ def versions() -> dict[str, str]:
     return found
 
 
+def versions_of(*names: str) -> dict[str, str]:
+    """The versions of `names` (keys of `versions()`), as a part of a cache key: results
+    computed by other versions of these packages are never reused."""
+    return {name: versions()[name] for name in names}
+
+
 def thread_count() -> int:
     import torch
 

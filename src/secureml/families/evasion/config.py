@@ -244,7 +244,6 @@ class _EvasionScenario(ScenarioBase):
     hints: EvasionHints
 
     # Overridden per family: the one function the trainee writes.
-    trainee_function: ClassVar[str] = ""
 
     def scoring_formula(self) -> str:
         from secureml.scoring import ROBUST_ACCURACY_FORMULA
@@ -272,11 +271,6 @@ class _EvasionScenario(ScenarioBase):
             raise ValueError(
                 "evaluation.curve.epsilons must reach beyond threat.epsilon "
                 f"({self.threat.epsilon:g}) for the 'accuracy must fall' check"
-            )
-        if self.mitigation.function != self.trainee_function:
-            raise ValueError(
-                f"mitigation.function must be '{self.trainee_function}' for the {self.family} family, "
-                f"found '{self.mitigation.function}'"
             )
         return self
 

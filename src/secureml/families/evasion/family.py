@@ -34,7 +34,7 @@ from secureml.families.evasion.config import GRADIENT_FREE, PreprocessPipeline
 from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed
 from secureml.scoring import robust_accuracy_calibrated
-from secureml.versions import versions
+from secureml.versions import versions_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,7 +131,7 @@ class _EvasionFamily:
         scenario = stage.scenario
         suite_config = scenario.evaluation
         names = [attack.name for attack in suite_config.attacks]
-        software = {name: versions()[name] for name in ("secureml", "torch", "art")}
+        software = versions_of("secureml", "torch", "art")
         key = content_key(
             "evasion-report",
             subject.identity,

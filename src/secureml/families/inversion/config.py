@@ -96,7 +96,6 @@ class _InversionScenario(ScenarioBase):
     hints: InversionHints
 
     # Overridden per family: the one function the trainee writes.
-    trainee_function: ClassVar[str] = ""
     # What the floor of the score is, for the formula text.
     floor_text: ClassVar[str] = ""
     utility_text: ClassVar[str] = ""
@@ -118,11 +117,6 @@ class _InversionScenario(ScenarioBase):
             raise ValueError(
                 "holdout.evaluator + holdout.auxiliary must leave at least 100 of "
                 f"dataset.test_size ({self.dataset.test_size}) for the utility test set, found {left}"
-            )
-        if self.mitigation.function != self.trainee_function:
-            raise ValueError(
-                f"mitigation.function must be '{self.trainee_function}' for the {self.family} family, "
-                f"found '{self.mitigation.function}'"
             )
         return self
 

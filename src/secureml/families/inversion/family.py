@@ -39,7 +39,7 @@ from secureml.families.inversion.leakage import Leakage, class_means, measure
 from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import Score, inversion_calibrated
-from secureml.versions import versions
+from secureml.versions import versions_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,7 +109,7 @@ class _InversionFamily:
     # ------------------------------------------------------------------ the shared stage
 
     def _stage(self, scenario, split: Split, ctx: RunContext) -> InversionStage:
-        software = {name: versions()[name] for name in ("secureml", "torch", "art")}
+        software = versions_of("secureml", "torch", "art")
         key = content_key(
             f"{self.name}-stage",
             scenario.attack.model_dump(mode="json"),

@@ -76,6 +76,7 @@ class PoisoningScenario(ScenarioBase):
     scoring: PoisoningScoring = PoisoningScoring()
     hints: PoisoningHints
 
+    trainee_function: ClassVar[str] = "sanitize"
     mitigation_signature: ClassVar[str] = (
         "def sanitize(x, y, tools) -> kept indices (int array) or a boolean mask of len(y)\n"
         "  x: float32 (N, C, H, W) in [0, 1], the training set as the attacker left it\n"

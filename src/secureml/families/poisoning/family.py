@@ -22,7 +22,7 @@ from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
 from secureml.scoring import Score, der_calibrated
-from secureml.versions import versions
+from secureml.versions import versions_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,7 +95,7 @@ class PoisoningFamily:
 
     def prepare(self, scenario: PoisoningScenario, split: Split, ctx: RunContext) -> PoisoningStage:
         """Poison the data, train the victim, run the baselines. Every step is cached."""
-        software = {name: versions()[name] for name in ("secureml", "torch", "art")}
+        software = versions_of("secureml", "torch", "art")
         key = content_key(
             "poisoning-stage",
             scenario.attack.model_dump(mode="json"),
