@@ -10,7 +10,9 @@ them because it does not.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,9 +38,13 @@ def timed(argv: list[str], cwd: Path, repeats: int = 5) -> tuple[float, float]:
 
 
 def wheel_figures(folder: Path) -> None:
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(folder), str(REPO)],
-                   capture_output=True, check=True)
-    wheel = next(folder.glob("*.whl"))
+    # From a copy, so that the build leaves nothing in the checkout.
+    source = folder / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info",
+                                                                "build", "dist", "out", "results", "*.db*"))
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(folder / "dist"),
+                    str(source)], capture_output=True, check=True)
+    wheel = next((folder / "dist").glob("*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         members = archive.infolist()
     content = [m for m in members if "/_content/" in m.filename]
@@ -68,8 +74,6 @@ def notebook_figures(folder: Path) -> None:
     (kernels / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "bench", "language": "python"}))
-    import os
-
     os.environ["JUPYTER_PATH"] = str(folder / "jupyter")
     for attempt in ("first run (cache as found)", "second run (warm cache)"):
         notebook = nbformat.read(folder / "nb/notebook.ipynb", as_version=4)
@@ -84,7 +88,7 @@ def notebook_figures(folder: Path) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-lab-") as temp:
         folder = Path(temp)
-        wheel_figures(folder / "dist")
+        wheel_figures(folder)
         startup_figures(folder)
         if "--no-notebook" not in sys.argv:
             notebook_figures(folder)

@@ -138,6 +138,15 @@ def test_the_example_notebook_runs_in_a_real_kernel_and_shows_its_score(tmp_path
     shipped = len(notebook.cells)
     notebook.cells += [
         nbformat.v4.new_code_cell("def sanitise(x, y, tools):\n    return x\n\nsecureml.run_lab('poisoning-01', sanitise)"),
+        # run_lab draws NotebookProgress bars where in_notebook(); whether the run above drew
+        # any depends on what the session's cache already held, so check both parts here.
+        nbformat.v4.new_code_cell(
+            "from secureml.progress import NotebookProgress, in_notebook\n"
+            "print('in notebook:', in_notebook())\n"
+            "with NotebookProgress() as bars, bars.task('a long step', total=3) as task:\n"
+            "    for _ in range(3):\n"
+            "        task.advance()"
+        ),
         nbformat.v4.new_code_cell("import sys; print(sys.executable)"),
     ]
     NotebookClient(notebook, timeout=1800, kernel_name=_kernel(tmp_path, monkeypatch), allow_errors=True,
@@ -151,9 +160,10 @@ def test_the_example_notebook_runs_in_a_real_kernel_and_shows_its_score(tmp_path
     assert score <= 10  # the shipped notebook defines the starter's sanitize
     assert "<table>" in everything and "your mitigation" in everything
     assert "data:image/png;base64," in everything  # the trigger picture, inline
-    assert "<progress" in everything  # the long steps showed a bar
     assert json.loads((tmp_path / "lab/out/poisoning-01/results.json").read_text())["score"] == score
-    wrong_name, executable = shown[-2], shown[-1]
+    wrong_name, progress, executable = shown[-3:]
     assert "error: " in wrong_name and "the function is named 'sanitise'" in wrong_name
     assert "Traceback" not in wrong_name
+    assert "in notebook: True" in progress and '<progress value="3" max="3"></progress>' in progress
+    assert "✓ a long step" in progress
     assert Path(executable.strip()) == Path(sys.executable)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -30,12 +31,22 @@ CONTENT = "secureml/_content/"
 # --------------------------------------------------------------------------- the archives
 
 
+# What a clone holds besides the project's files (.gitignore); left out of the copy we build from.
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist",
+                                    ".pytest_cache", "out", "results", "*.db", "*.db-*")
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> dict[str, Path]:
-    """The sdist and the wheel built from it, as `python -m build` makes them (once a session)."""
+    """The sdist and the wheel built from it, as `python -m build` makes them (once a session).
+
+    Built from a copy: setuptools lays out the sdist's tree and the egg-info inside the
+    source folder, which must not touch (or race with) the checkout."""
+    source = tmp_path_factory.mktemp("source") / "secureml"
+    shutil.copytree(REPO, source, ignore=NOT_SOURCE)
     outdir = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(outdir), str(REPO)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(outdir), str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -172,7 +183,7 @@ def test_a_trainee_lists_gets_and_runs_a_lab_from_the_wheel_but_cannot_verify(tr
 def test_the_starter_from_the_wheel_runs_and_scores_low(trainee_venv, tmp_path):
     assert as_trainee(trainee_venv, tmp_path, "lab", "poisoning-01").returncode == 0
     result = as_trainee(trainee_venv, tmp_path, "run", "poisoning-01", "--mitigation",
-                        "poisoning-01/mitigation.py", "--json")
+                        "poisoning-01/mitigation.py", "--json", timeout_s=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout)
     assert payload["score"] <= 10

@@ -381,19 +381,13 @@ def run(scenario_id, mitigation, out_dir, seed, seeds, data_root, device, thread
 # --------------------------------------------------------------------------- verify
 
 
-def instructor_option(function):
-    return click.option(
-        "--instructor", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-        help="A clone of secureml holding the reference solutions [default: the checkout "
-             "secureml runs from or is run in, or SECUREML_HOME].",
-    )(function)
-
-
 @cli.command()
 @click.argument("scenario_ids", nargs=-1, metavar="[ID|FILE]...")
 @click.option("--record", is_flag=True, help="Write the measured values into each scenario file.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
-@instructor_option
+@click.option("--instructor", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="A clone of secureml holding the reference solutions [default: SECUREML_HOME, "
+                   "or the checkout secureml runs from or is run in].")
 @run_options
 def verify(scenario_ids, record, junit, instructor, seed, seeds, data_root, device, threads, no_cache,
            as_json) -> None:
