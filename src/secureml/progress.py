@@ -102,9 +102,9 @@ def in_notebook() -> bool:
 class NotebookProgress:
     """Bars in a notebook cell's output: one HTML line per long step, updated in place.
 
-    rich's live display needs ipywidgets in a notebook (without it, rich 15 only warns
-    and draws nothing until the end); an updatable display (`display(..., display_id=True)`)
-    works in every Jupyter front end without it.
+    rich's live display needs ipywidgets in a notebook (rich 15's Live only warns
+    'install "ipywidgets"' without it); an updatable display (`display(..., display_id=True)`)
+    works in every Jupyter front end without widgets.
     """
 
     # Redraw at most this often: every redraw is a message to the front end.
