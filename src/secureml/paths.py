@@ -74,10 +74,6 @@ def content_root() -> ContentRoot:
     return ContentRoot(packaged_content(), "package")
 
 
-def project_root() -> Path:
-    return content_root().path
-
-
 def _source_tree() -> Path:
     # src/secureml/paths.py -> the repository; in an installed wheel, lib/pythonX.Y.
     return Path(__file__).resolve().parents[2]
