@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -22,7 +23,8 @@ EXAMPLES = """
 Examples:
   secureml list
   secureml show poisoning-01
-  secureml run poisoning-01 --mitigation labs/poisoning-01/mitigation.py
+  secureml lab poisoning-01
+  secureml run poisoning-01 --mitigation poisoning-01/mitigation.py
   secureml run poisoning-01 --mitigation my_defence.py --seeds 3 --json
   secureml verify --junit verify.xml
   secureml check scenarios/*.yaml
@@ -51,8 +53,8 @@ def _debug() -> bool:
 def cli() -> None:
     """secureml: AI-security training labs with real attacks, real defences and honest scores.
 
-    Trainees run a lab with `run`; instructors grade a workshop with `grade`;
-    CI checks every scenario with `verify`.
+    Trainees get a lab with `lab` and run it with `run`; instructors grade a workshop
+    with `grade`; CI checks every scenario with `verify`.
     """
 
 
@@ -125,14 +127,18 @@ def list_command(as_json: bool) -> None:
     Example:
       secureml list --json | jq '.[].id'
     """
-    from secureml import report, scenario
-
     with _guard(as_json):
-        scenarios = scenario.load_all()
-        if as_json:
-            click.echo(json.dumps([report.scenario_summary(s) for s in scenarios], indent=2))
-        else:
-            report.console().print(report.scenario_table(scenarios))
+        _print_scenarios(as_json)
+
+
+def _print_scenarios(as_json: bool) -> None:
+    from secureml import report, scenario
+    from secureml.api import list_labs
+
+    if as_json:
+        click.echo(json.dumps(list_labs(), indent=2))
+    else:
+        report.console().print(report.scenario_table(scenario.load_all()))
 
 
 @cli.command()
@@ -161,7 +167,8 @@ def show(scenario_id: str, as_json: bool) -> None:
             "dataset": loaded.dataset.model_dump(),
             "victim": loaded.victim.model_dump(),
             "starter": str(loaded.starter_path),
-            "solution": str(loaded.solution_path),
+            # None where the content holds no solutions (an installed wheel)
+            "solution": str(loaded.solution_path) if loaded.solution_path.is_file() else None,
         }
         if as_json:
             click.echo(json.dumps(described, indent=2))
@@ -182,8 +189,8 @@ def show(scenario_id: str, as_json: bool) -> None:
             out.print(f"[bold]{heading}[/bold]")
             out.print(described[key], markup=False, soft_wrap=True)
             out.print()
-        out.print(f"Start from: {described['starter']}")
-        out.print(f"Run it:     secureml run {loaded.id} --mitigation {described['starter']}")
+        out.print(f"Start from: secureml lab {loaded.id}   (copies the handout and the starter into ./{loaded.id})")
+        out.print(f"Run it:     secureml run {loaded.id} --mitigation {loaded.id}/mitigation.py")
 
 
 @cli.command()
@@ -239,6 +246,45 @@ def _lab_file_problems(loaded) -> list[str]:
         if loaded.mitigation.function not in names:
             problems.append(f"the {role} file {path} does not define {loaded.mitigation.function}()")
     return problems
+
+
+# --------------------------------------------------------------------------- lab
+
+
+@cli.command()
+@click.argument("scenario_id", required=False, metavar="[ID|FILE]")
+@click.argument("folder", required=False, type=click.Path(path_type=Path), metavar="[DIR]")
+@click.option("--force", is_flag=True, help="Overwrite lab files that already exist in DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def lab(scenario_id, folder, force, as_json) -> None:
+    """Get a lab to work on: its handout, starter mitigation.py and pictures, in DIR.
+
+    DIR defaults to ./ID. Existing files are never overwritten without --force.
+    Without ID, lists the labs (as `secureml list`).
+
+    \b
+    Examples:
+      secureml lab
+      secureml lab poisoning-01
+      secureml lab poisoning-01 ~/labs/backdoor --force
+    """
+    from secureml import scenario
+    from secureml.lab import write_lab
+
+    with _guard(as_json):
+        if scenario_id is None:
+            _print_scenarios(as_json)
+            return
+        loaded = scenario.load(scenario_id)
+        written = write_lab(loaded, folder if folder is not None else Path(loaded.id), force=force)
+        if as_json:
+            click.echo(json.dumps(written.to_json(), indent=2))
+            return
+        click.echo(f"Wrote lab {loaded.id} to {written.folder}/: " + ", ".join(p.name for p in written.files))
+        click.echo(f"Read {written.folder / 'README.md'}, edit {written.mitigation}, then run:\n")
+        click.echo(f"  {written.next_command}\n")
+        for notebook in written.notebooks:
+            click.echo(f"Or work in Jupyter: jupyter lab {shlex.quote(str(notebook))}")
 
 
 # --------------------------------------------------------------------------- run
@@ -339,8 +385,12 @@ def run(scenario_id, mitigation, out_dir, seed, seeds, data_root, device, thread
 @click.argument("scenario_ids", nargs=-1, metavar="[ID|FILE]...")
 @click.option("--record", is_flag=True, help="Write the measured values into each scenario file.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
+@click.option("--instructor", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="A clone of secureml holding the reference solutions [default: SECUREML_HOME, "
+                   "or the checkout secureml runs from or is run in].")
 @run_options
-def verify(scenario_ids, record, junit, seed, seeds, data_root, device, threads, no_cache, as_json) -> None:
+def verify(scenario_ids, record, junit, instructor, seed, seeds, data_root, device, threads, no_cache,
+           as_json) -> None:
     """Check that scenarios reproduce the metrics recorded in their files, within tolerance.
 
     Each scenario runs with its recorded seed and its lab's reference solution.
@@ -352,12 +402,15 @@ def verify(scenario_ids, record, junit, seed, seeds, data_root, device, threads,
       secureml verify poisoning-01 --junit verify.xml
       secureml verify poisoning-02 --record
     """
-    from secureml import report, runner, scenario
+    from secureml import paths, report, runner, scenario
     from secureml import verify as verifying
     from secureml.errors import VerifyDrift
 
     with _guard(as_json):
+        paths.use_instructor_dir(instructor)
         scenarios = [scenario.load(s) for s in scenario_ids] if scenario_ids else scenario.load_all()
+        for loaded in scenarios:
+            paths.require_solution(loaded)  # before any run: one clear message, nothing faked
         _set_threads(threads)
         ctx = _context(None, data_root, device, no_cache, quiet=as_json)
         checks, errors, recorded = [], {}, []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from secureml.errors import DatasetError
+from secureml.paths import bundled_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,12 +72,6 @@ MNIST_5K_SHA256 = "246e0c30eeea57c8d0037d3f38c8e00651ec204cc61b8022563e9aeeb9d75
 DIGITS_SHA256 = "f6d9e39f37dc45d327f6db33428ee58970ccceabb2535a5c179de35886b70443"
 
 
-def bundled_dir() -> Path:
-    from secureml.scenario import project_root
-
-    return project_root() / "datasets"
-
-
 def _load_mnist_5k(_root: Path | None) -> Pool:
     import numpy as np
 
@@ -85,8 +80,8 @@ def _load_mnist_5k(_root: Path | None) -> Pool:
         raise DatasetError(
             "the bundled mnist-5k dataset is missing",
             file=str(path),
-            fix="restore it with `git checkout -- datasets/mnist-5k.npz`, "
-            "or rebuild it with datasets/make_mnist_5k.py",
+            fix="restore it with `git checkout -- datasets/mnist-5k.npz` in a clone (or rebuild it "
+            "with datasets/make_mnist_5k.py), or `pip install --force-reinstall secureml`",
         )
     digest = file_sha256(path)
     if digest != MNIST_5K_SHA256:
@@ -95,7 +90,8 @@ def _load_mnist_5k(_root: Path | None) -> Pool:
             file=str(path),
             expected=MNIST_5K_SHA256,
             found=digest,
-            fix="restore it with `git checkout -- datasets/mnist-5k.npz`",
+            fix="restore it with `git checkout -- datasets/mnist-5k.npz` in a clone, "
+            "or `pip install --force-reinstall secureml`",
         )
     with np.load(path, allow_pickle=False) as archive:
         images, labels = archive["images"], archive["labels"]

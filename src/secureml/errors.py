@@ -46,6 +46,19 @@ class SecuremlError(Exception):
             lines.append(f"  fix:      {self.fix}")
         return "\n".join(lines)
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython and Jupyter show this error: the message, as the CLI prints it, without
+        a traceback (SECUREML_DEBUG=1 shows one). The message may quote trainee text, so
+        control characters (ANSI colours, terminal commands) are dropped."""
+        import os
+        import re
+        import traceback
+
+        if os.environ.get("SECUREML_DEBUG") == "1":
+            return "".join(traceback.format_exception(self)).splitlines()
+        text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", self.message())
+        return [f"error: {text}", "(set SECUREML_DEBUG=1 to see the traceback)"]
+
 
 class ConfigError(SecuremlError):
     """A scenario or overrides file is malformed or fails validation."""

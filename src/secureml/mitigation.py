@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 import traceback
 import types
@@ -79,6 +80,46 @@ def load_module(path: Path, function_name: str) -> types.ModuleType:
             fix=f"define {function_name}; the lab's starter file shows its signature",
         )
     return module
+
+
+@dataclass(frozen=True)
+class LoadedMitigation:
+    """A trainee's mitigation, from a file or a function object, ready to run.
+
+    source: the file the trainee's code lives in (for "line 12" in error messages).
+    label: what results.json records as the mitigation.
+    """
+
+    module: types.ModuleType
+    source: Path
+    label: str
+
+
+def load_mitigation(mitigation: Any, function_name: str) -> LoadedMitigation:
+    """A file path (as `secureml run --mitigation`) or a function object (a notebook cell's
+    `def sanitize(...)`), checked the same way: it must be the family's function."""
+    if isinstance(mitigation, (str, os.PathLike)):
+        return LoadedMitigation(load_module(Path(mitigation), function_name), Path(mitigation), str(mitigation))
+    if not callable(mitigation):
+        raise MitigationError(
+            "the mitigation is neither a function nor a file",
+            expected=f"your {function_name} function, the path of a mitigation file, or None",
+            found=f"a {type(mitigation).__name__}",
+            fix=f"define `def {function_name}(...)` in a cell and pass it: run_lab(ID, {function_name})",
+        )
+    name = getattr(mitigation, "__name__", type(mitigation).__name__)
+    if name != function_name:
+        raise MitigationError(
+            f"the function is named '{name}', and this scenario calls '{function_name}'",
+            expected=f"def {function_name}(...)",
+            found=name,
+            fix=f"rename it to {function_name}; the lab's starter shows its signature",
+        )
+    module = types.ModuleType(f"secureml_mitigation_{function_name}")
+    setattr(module, function_name, mitigation)
+    code = getattr(mitigation, "__code__", None)
+    source = Path(code.co_filename) if code is not None else Path(f"<{name}>")
+    return LoadedMitigation(module, source, f"function {name} ({source})")
 
 
 def describe_exception(error: BaseException, path: Path | None = None) -> str:

@@ -1,7 +1,8 @@
 """Progress reporting that library code can call without knowing who is watching.
 
 Library functions take a `Progress` and call `progress.task(label, total)`; the CLI passes
-one that draws rich progress bars on stderr, tests and `--json` runs pass `NO_PROGRESS`.
+one that draws rich progress bars on stderr, `secureml.run_lab` in a notebook one that
+draws them in the cell's output, tests and `--json` runs pass `NO_PROGRESS`.
 """
 
 from __future__ import annotations
@@ -85,3 +86,68 @@ class RichProgress:
                 bars.update(task_id, completed=total)
             else:
                 bars.update(task_id, total=1, completed=1)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython with a kernel attached)."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+class NotebookProgress:
+    """Bars in a notebook cell's output: one HTML line per long step, updated in place.
+
+    rich's live display needs ipywidgets in a notebook (rich 15's Live only warns
+    'install "ipywidgets"' without it); an updatable display (`display(..., display_id=True)`)
+    works in every Jupyter front end without widgets.
+    """
+
+    # Redraw at most this often: every redraw is a message to the front end.
+    min_interval_s = 0.25
+
+    def __enter__(self) -> "NotebookProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @contextmanager
+    def task(self, label: str, total: int | None = None) -> Iterator[Task]:
+        import html
+        import time
+
+        from IPython.display import HTML, display
+
+        started = time.monotonic()
+
+        def render(done: int, mark: str = "…") -> HTML:
+            if total:
+                done = min(done, total)
+                bar = f'<progress value="{done}" max="{total}"></progress> {done}/{total}'
+            else:  # no total: an indeterminate bar until the step ends
+                bar = '<progress value="1" max="1"></progress>' if mark == "✓" else "<progress></progress>"
+            elapsed = f"{time.monotonic() - started:.1f} s"
+            return HTML(f"<div><code>{mark} {html.escape(label)}</code> {bar} {elapsed}</div>")
+
+        handle = display(render(0), display_id=True)
+        state = {"done": 0, "drawn": started}
+
+        class _Task:
+            def advance(self, steps: int = 1) -> None:
+                state["done"] += steps
+                now = time.monotonic()
+                if now - state["drawn"] >= NotebookProgress.min_interval_s:
+                    state["drawn"] = now
+                    handle.update(render(state["done"]))
+
+        try:
+            yield _Task()
+        except BaseException:
+            handle.update(render(state["done"], mark="✗"))
+            raise
+        handle.update(render(total or 0, mark="✓"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ def scenario_summary(scenario: ScenarioBase) -> dict[str, Any]:
     }
 
 
-def _format(name: str, value: float) -> str:
+def format_metric(name: str, value: float) -> str:
     if name == "kept":
         return f"{int(value)}"
     if name == "score":
@@ -67,18 +67,24 @@ def _format(name: str, value: float) -> str:
     return f"{value:.3f}"
 
 
+def metric_columns(rows: Iterable[Mapping[str, float]]) -> list[str]:
+    """The metric columns of a results table: known ones in COLUMNS order, then the rest."""
+    rows = list(rows)
+    names: list[str] = [name for name in COLUMNS if any(name in row for row in rows)]
+    names += [n for row in rows for n in row if n not in names and n not in COLUMNS]
+    return list(dict.fromkeys(names))
+
+
 def results_table(result: RunResult) -> Table:
     rows = result.evaluation.rows
-    names: list[str] = [name for name in COLUMNS if any(name in row.metrics for row in rows)]
-    names += [n for row in rows for n in row.metrics if n not in names and n not in COLUMNS]
-    names = list(dict.fromkeys(names))
+    names = metric_columns(row.metrics for row in rows)
     table = Table(title=f"{result.scenario.id}: {result.scenario.title}", title_justify="left")
     table.add_column("condition")
     for name in names:
         table.add_column(COLUMNS.get(name, name.replace("_", " ")), justify="right")
     table.add_column("note", style="dim")
     for row in rows:
-        cells = [_format(name, row.metrics[name]) if name in row.metrics else "" for name in names]
+        cells = [format_metric(name, row.metrics[name]) if name in row.metrics else "" for name in names]
         style = "bold" if row.condition == "your mitigation" else None
         table.add_row(row.condition, *cells, row.note, style=style)
     return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,32 +95,33 @@ def prepare_stage(scenario: ScenarioBase, ctx: RunContext, watch: Stopwatch | No
 def run(
     scenario: ScenarioBase,
     *,
-    mitigation: Path | None,
+    mitigation: Path | Callable | None,
     ctx: RunContext,
     hidden_variant: bool = False,
 ) -> RunResult:
-    """Run the scenario with a trainee's mitigation file (or none) in this process."""
-    from secureml.mitigation import load_module, run_in_process
+    """Run the scenario with a trainee's mitigation (a file, a function object, or none) in
+    this process."""
+    from secureml.mitigation import load_mitigation, run_in_process
 
     watch = Stopwatch()
     family = family_of(scenario)
     # A broken file fails before minutes of training, not after.
-    module = load_module(mitigation, family.function_name) if mitigation else None
+    loaded = load_mitigation(mitigation, family.function_name) if mitigation is not None else None
     family, split, stage = prepare_stage(scenario, ctx, watch)
     with watch.stage("mitigation"):
-        if module is None:
+        if loaded is None:
             raw = family.no_mitigation(stage)
         else:
             with tempfile.TemporaryDirectory(prefix="secureml-inputs-") as folder:
                 family.write_inputs(stage, Path(folder))
-                raw = run_in_process(family, module, mitigation, Path(folder))
+                raw = run_in_process(family, loaded.module, loaded.source, Path(folder))
     with watch.stage("evaluate"):
         outputs = family.check_outputs(stage, raw)
         evaluation = family.evaluate(stage, outputs, ctx)
     return RunResult(
         scenario=scenario,
         evaluation=evaluation,
-        mitigation=str(mitigation) if mitigation else None,
+        mitigation=loaded.label if loaded else None,
         data_sha256=split.sha256,
         timings_s=watch.total(),
         cache=ctx.cache.summary(),

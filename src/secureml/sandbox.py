@@ -361,6 +361,23 @@ def _python_runtime_paths() -> list[Path]:
     return [Path(path) for path in paths]
 
 
+def _hide_packaged_content() -> list[str]:
+    """bwrap arguments laying an empty tmpfs over the content of an installed wheel.
+
+    The package is visible inside (the child imports it), and a wheel carries the bundled
+    datasets under secureml/_content: with the pristine mnist-5k a submission could spot
+    every poisoned sample, or train on the test images. A checkout keeps them outside
+    the package, where the sandbox never sees them.
+    """
+    from secureml.paths import PACKAGED_CONTENT
+
+    content = Path(__file__).parent / PACKAGED_CONTENT
+    if not content.is_dir():
+        return []
+    return [arg for path in sorted({os.path.abspath(content), os.path.realpath(content)})
+            for arg in ("--tmpfs", path)]
+
+
 def _readonly_binds(paths: Sequence[Path]) -> list[str]:
     """bwrap arguments binding `paths` read-only at the same place.
 
@@ -775,6 +792,7 @@ class _Run:
             *_system_bind_args(),
             # After the /tmp tmpfs, so that inputs or a clone under the host's /tmp show up.
             *_readonly_binds([*_python_runtime_paths(), self.inputs_dir, *self.extra_paths]),
+            *_hide_packaged_content(),
             "--chdir", "/tmp",
             *(["--seccomp", str(_BWRAP_SECCOMP_FD)] if with_seccomp else []),
             "--",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from secureml import paths
 from secureml.errors import ConfigError, ConfigErrors
 
 ScenarioId = typing.Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
@@ -151,69 +151,18 @@ def _sha256_json(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------- discovery
-
-
-def project_root() -> Path:
-    """The folder holding `scenarios/`, `datasets/` and `labs/`.
-
-    `SECUREML_HOME` wins; otherwise the checkout this package was installed from
-    (editable installs and clones), otherwise the working directory.
-    """
-    env = os.environ.get("SECUREML_HOME")
-    if env:
-        return Path(env).resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "scenarios").is_dir():
-        return checkout
-    return Path.cwd()
-
-
-def scenarios_dir() -> Path:
-    return project_root() / "scenarios"
-
-
-def scenario_files() -> list[Path]:
-    return sorted(scenarios_dir().glob("*.yaml"))
-
-
-def resolve(id_or_path: str) -> Path:
-    """Turn `poisoning-01` or `path/to/file.yaml` into a scenario file path."""
-    candidate = Path(id_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.is_file():
-            raise ConfigError(
-                "scenario file not found",
-                file=str(candidate),
-                fix="check the path, or give a scenario id from `secureml list`",
-            )
-        return candidate
-    path = scenarios_dir() / f"{id_or_path}.yaml"
-    if path.is_file():
-        return path
-    known = [p.stem for p in scenario_files()]
-    close = difflib.get_close_matches(id_or_path, known, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ConfigError(
-        f"no scenario with id '{id_or_path}'",
-        expected="one of: " + (", ".join(known) or f"(none found in {scenarios_dir()})"),
-        found=id_or_path,
-        fix=hint + "run `secureml list` to see every scenario",
-    )
-
-
 # --------------------------------------------------------------------------- loading
 
 
 def load(id_or_path: str | Path) -> ScenarioBase:
     """Load and validate one scenario; raises ConfigError/ConfigErrors naming file and field."""
-    path = resolve(str(id_or_path))
+    path = paths.resolve(str(id_or_path))
     raw, lines = read_yaml(path)
     return validate(raw, lines, path)
 
 
 def load_all() -> list[ScenarioBase]:
-    return [load(path) for path in scenario_files()]
+    return [load(path) for path in paths.scenario_files()]
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
