@@ -435,12 +435,13 @@ class _V2Run(RunCgroup):
         return None if usage is None else usage / 1e6
 
     def _kill_switch(self) -> bool:
-        # cgroup.kill (Linux 5.14) kills every member at once, new forks included.
-        try:
-            _write(self.dir / "cgroup.kill", "1")
-            return True
-        except OSError:
-            return False
+        return _kill_switch(self.dir)
+
+
+def _kill_switch(directory: Path) -> bool:
+    """cgroup.kill (v2, Linux 5.14) kills every member at once, new forks included."""
+    switch = directory / "cgroup.kill"
+    return switch.exists() and _write_quietly(switch, "1")
 
 
 def _kill_members(members: Callable[[], list[int]], kill_switch: Callable[[], bool]) -> bool:
@@ -515,7 +516,7 @@ def sweep_leftovers(plan: CgroupPlan) -> list[Path]:
             if process_start_ticks(pid) == start:
                 continue  # its grader still runs
             members = lambda child=child: sorted(int(p) for p in _read(child / "cgroup.procs").split())  # noqa: E731
-            kill_switch = lambda child=child: _write_quietly(child / "cgroup.kill", "1")  # noqa: E731
+            kill_switch = lambda child=child: _kill_switch(child)  # noqa: E731
             if _kill_members(members, kill_switch):
                 _remove_group(child)
                 if not child.exists():
