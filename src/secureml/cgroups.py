@@ -162,10 +162,14 @@ class CgroupPlan:
     create_parent: bool = False
     notes: tuple[str, ...] = ()  # why a limiting controller is missing
 
+    @property
+    def summary(self) -> str:
+        """e.g. "cgroup v2 (memory, pids, cpu)"."""
+        return f"cgroup v{self.version} ({', '.join(c for c in LIMIT_CONTROLLERS if c in self.controllers)})"
+
     def describe(self) -> str:
-        names = ", ".join(c for c in LIMIT_CONTROLLERS if c in self.controllers)
         where = sorted({str(path) for path in self.parents.values()})
-        return f"cgroup v{self.version} ({names}) under {', '.join(where)}"
+        return f"{self.summary} under {', '.join(where)}"
 
     def prepare(self) -> None:
         """Once per process, before the first run: v2's move into the grader leaf and the

@@ -822,9 +822,8 @@ def _isolation_summary(unsafe: bool) -> str:
         return "unsafe-subprocess"
     from secureml import isolation
 
-    found = isolation.capabilities()
-    limits = found.cgroup_plan.describe().split(" under ")[0] if found.cgroup_plan else "the supervisor"
-    return f"{isolation_mode()} (limits: {limits})"
+    plan = isolation.capabilities().cgroup_plan
+    return f"{isolation_mode()} (limits: {plan.summary if plan else 'the supervisor'})"
 
 
 # --------------------------------------------------------------------------- a workshop
@@ -1048,6 +1047,7 @@ def rows_table(rows: Iterable[GradeRow], title: str, *, show_graded_at: bool = F
     markup) with control characters made visible (`report.safe_text`).
     """
     from rich.table import Table
+    from rich.text import Text
 
     from secureml.report import safe_cell, safe_text
 
@@ -1070,12 +1070,12 @@ def rows_table(rows: Iterable[GradeRow], title: str, *, show_graded_at: bool = F
         if row.flags:
             # A flagged score (e.g. suspected gradient masking) is not final until a person looks.
             note = [f"needs review: {row.flags[0]}"]
-        cells = [safe_cell(row.trainee), safe_cell(status, "" if row.status == "ok" else "red"),
+        cells = [safe_cell(row.trainee), Text(status, style="" if row.status == "ok" else "red"),
                  score, f"{row.timings_s.get('total', 0.0):.1f}"]
         if show_graded_at:
             cells.append(row.graded_at[:19].replace("T", " "))
-        text = safe_text(note[0]) if note else ""
-        cells.append(safe_cell(text if len(text) <= _NOTE_CHARS else text[: _NOTE_CHARS - 1] + "…"))
+        text = safe_text(note[0]) if note else ""  # cut after escaping: what the eye sees
+        cells.append(Text(text if len(text) <= _NOTE_CHARS else text[: _NOTE_CHARS - 1] + "…"))
         table.add_row(*cells)
     return table
 

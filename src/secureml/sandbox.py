@@ -878,7 +878,7 @@ class _Run:
                 self._note(f"limits without a cgroup: {why}")  # a plan that failed here
         else:
             names = ", ".join(c for c in ("memory", "pids", "cpu") if c in group.controllers)
-            self.mechanisms = f"cgroup v{group.version} ({names})"
+            self.mechanisms = f"cgroup v{group.version} ({names})"  # what this run's group got
             if supervised:
                 self.mechanisms += f", the supervisor ({', '.join(sorted(supervised))})"
         return group, frozenset(supervised)
