@@ -757,15 +757,17 @@ def test_8_gb_bytearray_is_refused_by_the_address_space_backstop(inputs_dir: Pat
     assert os.getpid() > 0  # and we are still here to look
 
 
+GROW_MEMORY = """
+    chunks = []
+    for _ in range(128):  # up to 8 GiB, touched page by page
+        chunks.append(bytearray(64 * 1024 * 1024))
+"""
+
+
 @needs_bwrap
 @needs_cgroups
 def test_growing_allocation_is_stopped_by_the_memory_cgroup(inputs_dir: Path) -> None:
-    result = run(
-        """
-        chunks = []
-        for _ in range(128):  # up to 8 GiB, touched page by page
-            chunks.append(bytearray(64 * 1024 * 1024))
-        """, inputs_dir, memory_mb=256)
+    result = run(GROW_MEMORY, inputs_dir, memory_mb=256)
     assert result.outcome == "memory", result
     assert "OOM killer" in result.detail and "cgroup" in result.detail
 
@@ -773,12 +775,7 @@ def test_growing_allocation_is_stopped_by_the_memory_cgroup(inputs_dir: Path) ->
 @needs_bwrap
 @pytest.mark.usefixtures("supervised")
 def test_growing_allocation_is_stopped_by_the_supervisor_without_cgroups(inputs_dir: Path) -> None:
-    result = run(
-        """
-        chunks = []
-        for _ in range(128):  # up to 8 GiB, touched page by page
-            chunks.append(bytearray(64 * 1024 * 1024))
-        """, inputs_dir, memory_mb=256)
+    result = run(GROW_MEMORY, inputs_dir, memory_mb=256)
     assert result.outcome == "memory", result
     assert "supervisor" in result.detail and "resident" in result.detail
     assert result.limits == "the supervisor and rlimits"

@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from secureml import cgroups
 
@@ -72,11 +72,15 @@ class Capabilities:
     mode: str | None  # ROOT or USER, or None when trainee code cannot be isolated
     problem: str | None  # why not, when mode is None
     per_namespace_nproc: bool
-    limits: dict[str, str] = field(default_factory=dict)  # resource -> mechanism
 
     @property
     def cgroup_controllers(self) -> frozenset[str]:
         return self.cgroup_plan.controllers if self.cgroup_plan else frozenset()
+
+    @property
+    def limits(self) -> dict[str, str]:
+        """Which mechanism enforces each limit (memory, processes, cpu, time)."""
+        return limit_mechanisms(self)
 
 
 def _kernel_version() -> tuple[int, ...]:
@@ -88,6 +92,10 @@ def find_tools() -> Tools:
     def which(name: str) -> str | None:
         return shutil.which(name, path=_TOOL_PATH)
 
+    def inside_usr(path: str | None) -> str | None:
+        # setpriv, sh and prlimit run inside the sandbox, which sees only /usr and its links.
+        return path if path and os.path.realpath(path).startswith("/usr/") else None
+
     bwrap = which("bwrap")
     version = None
     if bwrap:
@@ -98,15 +106,8 @@ def find_tools() -> Tools:
             version = tuple(int(g) for g in found.groups() if g is not None) if found else None
         except (OSError, subprocess.TimeoutExpired):
             version = None
-    tools = Tools(bwrap, which("setpriv"), which("sh"), which("prlimit"), version)
-    # setpriv, sh and prlimit run inside the sandbox, which sees only /usr and its links.
-    inside = {name: path for name, path in (("setpriv", tools.setpriv), ("shell", tools.shell),
-                                              ("prlimit", tools.prlimit))
-              if path and not os.path.realpath(path).startswith("/usr/")}
-    if inside:
-        tools = Tools(bwrap, *(None if name in inside else getattr(tools, name)
-                               for name in ("setpriv", "shell", "prlimit")), version)
-    return tools
+    return Tools(bwrap, inside_usr(which("setpriv")), inside_usr(which("sh")), inside_usr(which("prlimit")),
+                 version)
 
 
 def probe_argv(tools: Tools, mode: str, *, seccomp_fd: int | None) -> list[str]:
@@ -197,13 +198,11 @@ def _capabilities(euid: int, probe_user_namespaces: bool) -> Capabilities:
         error = _run_probe(tools, USER, with_seccomp=False)
         user_ns = error is None
         user_ns_detail = "user namespaces work" if user_ns else f"refused: {error}"
-    capabilities = Capabilities(
+    return Capabilities(
         is_root=is_root, tools=tools, user_namespaces=user_ns, user_namespaces_detail=user_ns_detail,
         seccomp=seccomp_supported, seccomp_detail=seccomp_detail, cgroup_plan=plan,
         cgroup_reasons=tuple(reasons), mode=mode, problem=problem, per_namespace_nproc=per_ns_nproc,
     )
-    capabilities.limits.update(limit_mechanisms(capabilities))
-    return capabilities
 
 
 def capabilities(*, probe_user_namespaces: bool = False) -> Capabilities:
@@ -215,9 +214,9 @@ def capabilities(*, probe_user_namespaces: bool = False) -> Capabilities:
     return _capabilities(os.geteuid(), probe_user_namespaces)
 
 
-def limit_mechanisms(found: Capabilities, mode: str | None = None) -> dict[str, str]:
+def limit_mechanisms(found: Capabilities) -> dict[str, str]:
     """Which mechanism enforces each limit: memory, processes, cpu, time."""
-    mode = mode or found.mode
+    mode = found.mode
     controllers = found.cgroup_controllers
     version = f"cgroup v{found.cgroup_plan.version}" if found.cgroup_plan else ""
     if "pids" in controllers:
