@@ -53,12 +53,16 @@ class ProcessTree:
         host's /proc together with `session`.
     main_pid: the trainee's main process, as numbered in `proc_dir`.
     session: only processes of this session id count (unsafe mode, host /proc).
+    reaper: bwrap's pid 1 in the sandbox's namespace, which `pause` leaves running: it
+        reaps the trainee's processes, and the run ends when it sees the main one exit.
     """
 
-    def __init__(self, proc_dir: Path, main_pid: int, session: int | None = None) -> None:
+    def __init__(self, proc_dir: Path, main_pid: int, session: int | None = None,
+                 reaper: int | None = None) -> None:
         self.proc_dir = Path(proc_dir)
         self.main_pid = main_pid
         self.session = session
+        self.reaper = reaper
 
     def pids(self) -> list[int]:
         try:
@@ -90,6 +94,13 @@ class ProcessTree:
             return int(fields[1]) / 1e9
         except (OSError, IndexError, ValueError):
             return 0.0
+
+    def pause(self) -> int:
+        """Stop every process but the reaper (SIGSTOP cannot be caught or ignored)."""
+        return self.signal_all(signal.SIGSTOP, skip=frozenset({self.reaper} if self.reaper else ()))
+
+    def resume(self) -> int:
+        return self.signal_all(signal.SIGCONT)
 
     def signal_all(self, signum: int, *, skip: frozenset[int] = frozenset()) -> int:
         """Send `signum` to every process of the tree; return how many were signalled.

@@ -734,13 +734,13 @@ class _Supervisor:
         allowed = self.limits.cpus * wall + _THROTTLE_BURST_S
         if self.stopped_until is not None:
             if now >= self.stopped_until:
-                self.tree.signal_all(signal.SIGCONT)
+                self.tree.resume()
                 self.stopped_until = None
             else:
-                self.tree.signal_all(signal.SIGSTOP)  # anything forked meanwhile
+                self.tree.pause()  # anything forked or continued meanwhile
             return
         if self.cpu_s > allowed:
-            self.tree.signal_all(signal.SIGSTOP)
+            self.tree.pause()
             self.stopped_until = now + (self.cpu_s - allowed + _THROTTLE_BURST_S) / self.limits.cpus
 
 
@@ -990,7 +990,7 @@ class _Run:
         if parent != str(proc.pid):
             self._note("the reported sandbox pid is not bubblewrap's child; the supervisor is blind")
             return None
-        return ProcessTree(Path(f"/proc/{child}/root/proc"), _MAIN_PID_IN_NAMESPACE)
+        return ProcessTree(Path(f"/proc/{child}/root/proc"), _MAIN_PID_IN_NAMESPACE, reaper=1)
 
     def _supervise(self, proc: subprocess.Popen[bytes], supervisor: _Supervisor,
                    fds: dict[str, int]) -> SandboxResult:
