@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from secureml import isolation, sandbox
+from secureml.proctree import ProcessTree
 from secureml.sandbox import (
     Limits,
     SandboxInputError,
@@ -299,6 +300,47 @@ def test_child_cannot_make_namespaces_or_mounts(inputs_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# The supervisor's view of the sandbox never includes the host
+
+
+def test_a_process_tree_refuses_the_hosts_own_proc() -> None:
+    handle = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(ValueError, match="our own /proc"):
+            ProcessTree(handle, main_pid=1)
+    finally:
+        os.close(handle)
+
+
+@needs_bwrap
+def test_the_sandbox_tree_appears_only_once_the_sandboxs_own_proc_is_in_place() -> None:
+    # bwrap reports its child's pid before the child switches to the sandbox's root; until
+    # then /proc/<pid>/root/proc is the host's /proc. A tree built from it would make
+    # "signal every process of the sandbox" signal every process of the machine (it did,
+    # once, while this was written). No signal is sent here: the tree is only looked at.
+    read_end, write_end = os.pipe()
+    command = ["bwrap", *(["--unshare-user"] if MODE == isolation.USER else []), "--unshare-pid",
+               "--die-with-parent", *sandbox.system_bind_args(), "--proc", "/proc", "--dev", "/dev",
+               "--info-fd", str(write_end), "--", "/usr/bin/sh", "-c", "sleep 1 & sleep 1"]
+    bwrap = subprocess.Popen(command, pass_fds=[write_end])
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as info:
+        report = json.loads(info.read())
+    trees = []
+    try:
+        while bwrap.poll() is None and not trees:
+            tree = ProcessTree.of_namespace(report["child-pid"], bwrap.pid, report["pid-namespace"], 2)
+            if tree is not None:
+                trees.append(tree)
+    finally:
+        bwrap.wait()
+    assert trees, "the sandbox's /proc was never found"
+    seen = trees[0].pids()
+    trees[0].close()
+    assert 1 in seen and len(seen) <= 4 and os.getpid() not in seen
+
+
+# ---------------------------------------------------------------------------------------
 # Network
 
 
@@ -511,14 +553,19 @@ def test_a_crash_is_signalled(inputs_dir: Path) -> None:
                          ids=["sleep", "busy-loop"])
 def test_endless_child_times_out_after_its_own_time(inputs_dir: Path, code: str) -> None:
     # The clock is the run's own time: wall clock minus what its main thread waited for a
-    # CPU that other processes held. On a quiet machine the two are the same.
+    # CPU that other processes held. On a quiet machine the two are the same. On a machine
+    # so busy that the run gets less than a third of a CPU, the wall clock reaches its cap
+    # (3x) first, and the supervisor says the machine, not the trainee, was too slow.
     marker = new_marker()
-    started = time.monotonic()
     result = run(code, inputs_dir, marker, timeout_s=2)
-    assert time.monotonic() - started < 2 + result.waited_s + 2
-    assert result.outcome == "timeout" and result.returncode is None, result
-    assert "of its own time" in result.detail or "CPU-time budget" in result.detail
-    assert result.wall_s - result.waited_s < 2 + 1
+    assert result.returncode is None, result
+    if result.outcome == "infra-error":
+        assert "machine was too busy" in result.detail and result.wall_s >= Limits(timeout_s=2).max_wall_s
+    else:
+        assert result.outcome == "timeout", result
+        assert "of its own time" in result.detail or "CPU-time budget" in result.detail
+    assert result.wall_s - result.waited_s < 2 + 1  # never charged more than its limit
+    assert result.wall_s < Limits(timeout_s=2).max_wall_s + 1
     assert survivors(marker) == []
 
 

@@ -946,7 +946,7 @@ class _Run:
                     if name in fds:
                         os.close(fds.pop(name))
                 if self.unsafe:
-                    supervisor.watch(ProcessTree(Path("/proc"), proc.pid, session=proc.pid))
+                    supervisor.watch(ProcessTree.of_session(proc.pid))
             except OSError as exc:
                 # Our side failed (cgroup files, pipes, fork): the trainee's code never ran.
                 self.notes.insert(0, f"could not set up the sandbox: {exc}")
@@ -961,8 +961,10 @@ class _Run:
             if proc is not None and proc.returncode is None:
                 _kill_group(proc.pid)
                 proc.wait()
-            if supervisor is not None and supervisor.tree is not None and not self.unsafe:
-                supervisor.tree.signal_all(signal.SIGKILL)
+            if supervisor is not None and supervisor.tree is not None:
+                if not self.unsafe:  # a pinned namespace: nothing else can be in it
+                    supervisor.tree.signal_all(signal.SIGKILL)
+                supervisor.tree.close()
             if group is not None:
                 group.kill_all()
                 group.remove()
@@ -971,26 +973,18 @@ class _Run:
             if private_home is not None:
                 shutil.rmtree(private_home, ignore_errors=True)
 
-    def _sandbox_tree(self, info: bytes, proc: subprocess.Popen[bytes]) -> ProcessTree | None:
-        """The sandbox's processes, from bwrap's --info-fd report of its pid 1."""
+    def _sandbox_namespace(self, info: bytes) -> tuple[int, int] | None:
+        """(host pid of the sandbox's pid 1, its pid namespace's inode) from bwrap's --info-fd
+        report. Only bwrap writes there (the fd is closed in the sandbox)."""
         if not info:
             return None  # bwrap failed before it started the sandbox (see its stderr)
         try:
-            child = int(json.loads(info.decode())["child-pid"])
+            report = json.loads(info.decode())
+            child, namespace = int(report["child-pid"]), int(report["pid-namespace"])
         except (ValueError, KeyError, TypeError):
-            self._note("bubblewrap did not report the sandbox's pid; the supervisor is blind")
+            self._note("bubblewrap did not report the sandbox's pid; the supervisor saw only its clock")
             return None
-        # Only bwrap writes there (the fd is closed in the sandbox), but check that the pid
-        # is bwrap's own child before we read or signal anything through it.
-        try:
-            status = Path(f"/proc/{child}/status").read_text()
-        except OSError:
-            return None
-        parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
-        if parent != str(proc.pid):
-            self._note("the reported sandbox pid is not bubblewrap's child; the supervisor is blind")
-            return None
-        return ProcessTree(Path(f"/proc/{child}/root/proc"), _MAIN_PID_IN_NAMESPACE, reaper=1)
+        return (child, namespace) if child > 0 and namespace > 0 else None
 
     def _supervise(self, proc: subprocess.Popen[bytes], supervisor: _Supervisor,
                    fds: dict[str, int]) -> SandboxResult:
@@ -1021,11 +1015,16 @@ class _Run:
         wait_status: int | None = None
         drain_deadline: float | None = None
         next_tick = supervisor.start
+        namespace: tuple[int, int] | None = None  # the sandbox's, until its /proc is found
         try:
             while True:
                 now = time.monotonic()
                 if wait_status is None and not killed and now >= next_tick:
                     next_tick = now + _TICK_S
+                    if namespace is not None and supervisor.tree is None:
+                        # bwrap reports the pid before the sandbox's /proc is in place.
+                        supervisor.watch(ProcessTree.of_namespace(
+                            namespace[0], proc.pid, namespace[1], _MAIN_PID_IN_NAMESPACE))
                     if supervisor.tick(now):
                         killed = True
                         self._kill_everything(proc, supervisor)
@@ -1060,8 +1059,9 @@ class _Run:
                         continue
                     if not chunk:
                         selector.unregister(fd)
-                        if streams[fd] == "info" and supervisor.tree is None:
-                            supervisor.watch(self._sandbox_tree(bytes(info), proc))
+                        if streams[fd] == "info":
+                            namespace = self._sandbox_namespace(bytes(info))
+                            next_tick = time.monotonic()  # look for its /proc at once
                         continue
                     kind = streams[fd]
                     if kind == "stdout":
@@ -1117,8 +1117,14 @@ class _Run:
         # then kills the whole pid namespace. Killing the sandbox's pid 1 directly does the
         # same without waiting for that, and the cgroup sweep catches anything else,
         # including unsafe-mode daemons that left our session.
-        _kill_group(proc.pid)
-        if supervisor.tree is not None:
+        # Once bwrap's monitor is reaped its process group is empty, and its id could be
+        # handed to someone else's new group; in unsafe mode the trainee's processes keep the
+        # id (and the session's) in use, so it cannot.
+        if proc.returncode is None or self.unsafe:
+            _kill_group(proc.pid)
+        # The tree is the sandbox's own pid namespace (proven when it was found), or in
+        # unsafe mode a session of the host, which we stop signalling once its leader is gone.
+        if supervisor.tree is not None and (not self.unsafe or proc.returncode is None):
             supervisor.tree.signal_all(signal.SIGKILL)
         group = supervisor.group
         if group is not None and group.procs_files and not group.kill_all():
