@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from secureml import cgroups
 from secureml.cgroups import CgroupPlan, discover, sweep_leftovers
 
@@ -242,11 +240,9 @@ def test_sweep_removes_groups_of_dead_graders_and_keeps_live_ones(tmp_path):
     assert live.exists() and stranger.exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="this machine's v1 hierarchies are root's")
-def test_this_machine_is_discovered_as_it_is():
+def test_this_machine_is_discovered_with_its_reasons():
     plan, reasons = discover()
-    v1, v2 = cgroups.parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
     if plan is not None:
         assert plan.version in (1, 2) and {"memory", "pids"} <= plan.controllers
     else:
-        assert reasons
+        assert reasons  # every missing controller says why
