@@ -291,7 +291,12 @@ def test_endless_loop_and_sleep_time_out_and_the_next_submission_is_graded(poiso
     rows = _grade_run(poisoning, session_cache, tmp_path, {
         "a_loop": "endless_loop", "b_sleep": "sleep_forever", "c_honest": "all_indices",
     }, timeout_s=4)
-    assert rows["a_loop"].status == "timeout" and rows["b_sleep"].status == "timeout"
+    # --timeout counts a run's own time. A machine so busy that the loop gets less than a
+    # third of a CPU reaches the wall-clock cap first: then the grader, not the trainee, is
+    # said to have failed (infra-error, graded again by the next run).
+    loop = rows["a_loop"]
+    assert loop.status == "timeout" or (loop.status == "infra-error" and "too busy" in loop.error), loop
+    assert rows["b_sleep"].status == "timeout"
     assert rows["c_honest"].status == "ok"
     assert time.monotonic() - started < 60
 
