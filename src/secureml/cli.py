@@ -476,7 +476,8 @@ def _export_grades(rows, export_format: str | None, output: Path | None, scenari
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Grade N submissions at once, in parallel processes.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
-              help="Wall-clock seconds each submission may run.")
+              help="Seconds each submission may run: wall clock minus any time it waited for a "
+                   "CPU others held (the wall clock itself stops at 3x).")
 @click.option("--memory", "memory_mb", type=click.IntRange(min=256), default=4096, show_default=True,
               help="Memory limit of each submission in MB (importing torch takes ~500).")
 @_export_options
@@ -499,8 +500,9 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     are built once and shared; each submission runs isolated (no network, read-only
     view of its inputs only, limits on time, memory and processes) and is scored by
     the grader. Each row is stored as soon as it is graded; a re-run grades only new
-    or changed submissions. Exits 7 if trainee code cannot be isolated here (see
-    --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
+    or changed submissions. Runs as root or as a normal user (`secureml doctor` says
+    how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
+    (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
 
     \b
     Examples:
