@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench wheel clean
+.PHONY: demo test test-fast bench wheel clean bubblewrap
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/secureml run poisoning-01 --mitigation labs/poisoning-01/solution.py --out out/poisoning-01
 
-test: $(STAMP)
+# The grading sandbox's tests need bubblewrap. Install it when we can (root with apt-get);
+# otherwise they are skipped, and the run ends with one line saying how many and the fix
+# (tests/conftest.py).
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \
+		|| { apt-get update -q && apt-get install -y -q bubblewrap; } \
+		|| echo "could not install bubblewrap; the sandbox tests will be skipped"
+
+test: $(STAMP) bubblewrap
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) bubblewrap
 	$(BIN)/python -m pytest -m "not slow"
 
 # The sdist and the wheel to hand to trainees: no solution, no hidden variant (see setup.py).

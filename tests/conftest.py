@@ -49,3 +49,21 @@ def run_json(*args: str, out: Path) -> dict:
     payload = json.loads(result.stdout)
     assert json.loads((out / "results.json").read_text()) == payload
     return payload
+
+
+def pytest_unconfigure(config):
+    """The run's last line, when sandbox tests were skipped because bubblewrap is unavailable."""
+    terminalreporter = config.pluginmanager.getplugin("terminalreporter")
+    if terminalreporter is None:
+        return
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if "bubblewrap isolation unavailable" in str(report.longrepr)]
+    if skipped:
+        from secureml import isolation
+
+        terminalreporter.write_line(
+            f"{len(skipped)} sandbox tests were skipped: {isolation.capabilities().problem}. "
+            f"Fix: {isolation.INSTALL_BUBBLEWRAP}, then run `make test` again "
+            "(`secureml doctor` checks the rest).",
+            yellow=True, bold=True,
+        )

@@ -28,6 +28,7 @@ Examples:
   secureml run poisoning-01 --mitigation my_defence.py --seeds 3 --json
   secureml verify --junit verify.xml
   secureml check scenarios/*.yaml
+  secureml doctor
 
 Add --debug anywhere to see a traceback when something fails.
 """
@@ -41,7 +42,10 @@ class Failed(click.ClickException):
         self.exit_code = error.exit_code
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        from secureml.report import safe_text
+
+        # Messages may quote trainee names or zip entries: no control character gets through.
+        click.echo(f"error: {safe_text(self.message)}", err=True)
 
 
 def _debug() -> bool:
@@ -484,7 +488,7 @@ def _print_checks(checks, errors, recorded, out) -> None:
 GRADE_EXPORT_FORMATS = ("csv", "json", "gradescope", "html")
 
 _UNSAFE_WARNING = """\
-WARNING: --unsafe: bubblewrap isolation is unavailable here ({problem}).
+WARNING: --unsafe: bubblewrap isolation is unavailable here ({problem}; see `secureml doctor`).
 WARNING: Submissions run as ordinary subprocesses of this user, with rlimits only. They can
 WARNING: read your files, the test set and the gradebook, and use the network.
 WARNING: Grade only code you trust this way."""
@@ -525,7 +529,8 @@ def _export_grades(rows, export_format: str | None, output: Path | None, scenari
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Grade N submissions at once, in parallel processes.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
-              help="Wall-clock seconds each submission may run.")
+              help="Seconds each submission may run: wall clock minus any time it waited for a "
+                   "CPU others held (the wall clock itself stops at 3x).")
 @click.option("--memory", "memory_mb", type=click.IntRange(min=256), default=4096, show_default=True,
               help="Memory limit of each submission in MB (importing torch takes ~500).")
 @_export_options
@@ -548,8 +553,9 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     are built once and shared; each submission runs isolated (no network, read-only
     view of its inputs only, limits on time, memory and processes) and is scored by
     the grader. Each row is stored as soon as it is graded; a re-run grades only new
-    or changed submissions. Exits 7 if trainee code cannot be isolated here (see
-    --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
+    or changed submissions. Runs as root or as a normal user (`secureml doctor` says
+    how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
+    (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
 
     \b
     Examples:
@@ -593,8 +599,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             click.echo(json.dumps(grading.report_json(outcome, gradebook_path=db, exported=exported), indent=2))
         else:
             out = report.console()
-            for note in outcome.notes:
-                out.print(f"[yellow]note:[/yellow] {note}")
+            for note in outcome.notes:  # "skipped NAME: ..." quotes trainees' file names
+                out.print(f"[yellow]note:[/yellow] {report.safe_markup(note)}")
             if outcome.graded:
                 title = f"secureml grade {loaded.id}" + (" (hidden variant)" if variant else "")
                 out.print(grading.rows_table(outcome.graded, title))
@@ -602,7 +608,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             out.print(f"graded {len(outcome.graded)}" + (f" ({counts})" if counts else "")
                       + f", skipped {len(outcome.skipped)} already graded"
                       + ("" if regrade else " (--regrade grades them again)" if outcome.skipped else "")
-                      + f" in {outcome.wall_s:.1f} s; isolation: {outcome.isolation}")
+                      + f" in {outcome.wall_s:.1f} s; isolation: {report.safe_markup(outcome.isolation)}")
             out.print(f"[dim]gradebook: {db}[/dim]")
             for path in exported:
                 out.print(f"[dim]exported: {path}[/dim]")
@@ -661,16 +667,68 @@ def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
             )
         exported = _export_grades(rows, export_format, output, export_scenario)
         if as_json:
-            click.echo(gradebook.render_json(rows), nl=False)
+            click.echo(report.json_for_terminal(gradebook.render_json(rows)), nl=False)
             return
         out = report.console()
         if not rows:
-            out.print(f"The gradebook {db} is empty.")
+            out.print(f"The gradebook {report.safe_markup(str(db))} is empty.")
         for each in scenario_ids:
             out.print(grading.rows_table([row for row in rows if row.scenario_id == each],
                                          f"gradebook: {each}", show_graded_at=True))
         for path in exported:
             out.print(f"[dim]exported: {path}[/dim]")
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only (for CI).")
+def doctor(as_json: bool) -> None:
+    """Check what grading needs here, and which isolation `grade` will use.
+
+    Prints each capability (bubblewrap and its version, user namespaces, seccomp, the
+    cgroup version and its writable controllers, root or not), what was found, the
+    isolation mode and what enforces each limit, and the fix for each gap. Exits 7 when
+    trainee code cannot be isolated here.
+
+    \b
+    Examples:
+      secureml doctor
+      secureml doctor --json | jq .mode
+    """
+    from rich.table import Table
+
+    from secureml import isolation, report
+
+    with _guard(as_json):
+        found = isolation.capabilities(probe_user_namespaces=True)
+        checks = isolation.doctor_checks(found)
+        if as_json:
+            click.echo(json.dumps({
+                "mode": found.mode,
+                "can_isolate": found.mode is not None,
+                "problem": found.problem,
+                "limits": dict(found.limits) if found.mode else {},
+                "checks": [{"name": c.name, "ok": c.ok, "found": c.found, "fix": c.fix} for c in checks],
+            }, indent=2))
+        else:
+            table = Table(title="secureml doctor", title_justify="left")
+            for header in ("check", "", "found", "fix"):
+                table.add_column(header, overflow="fold")
+            for check in checks:
+                table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]missing[/red]",
+                              report.safe_cell(check.found), report.safe_cell(check.fix))
+            out = report.console()
+            out.print(table)
+            if found.mode is None:
+                out.print(f"[red]grade cannot isolate trainee code here:[/red] {report.safe_markup(found.problem or '')}")
+            else:
+                out.print(f"grade will isolate trainee code with [bold]{found.mode}[/bold].")
+        if found.mode is None:
+            from secureml.grade import IsolationUnavailable
+
+            sys.exit(IsolationUnavailable.exit_code)
 
 
 if __name__ == "__main__":

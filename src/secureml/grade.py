@@ -20,6 +20,7 @@ next run skips what is stored unless asked to regrade.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -37,7 +38,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from secureml.errors import MitigationError, SecuremlError
 from secureml.gradebook import Gradebook, GradeRow, now_utc_iso
-from secureml.sandbox import Limits, SandboxResult, isolation_problem, run_sandboxed
+from secureml.sandbox import (
+    SCRATCH_NAME,
+    Limits,
+    SandboxResult,
+    isolation_mode,
+    isolation_problem,
+    run_sandboxed,
+    scratch_prefix,
+)
 
 if TYPE_CHECKING:
     from secureml.scenario import ScenarioBase
@@ -455,7 +464,7 @@ def _grade(job: GradeJob, clock: _Clock) -> GradeRow:
     ctx = RunContext(cache=Cache(job.cache_dir), data_root=job.data_root)
     with clock.stage("prepare"):
         family, _split, stage = _STAGES.get(scenario, ctx)
-    with tempfile.TemporaryDirectory(prefix="secureml-grade-", dir=job.work_dir) as scratch_name:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("grade"), dir=job.work_dir) as scratch_name:
         scratch = Path(scratch_name)
         # The sandbox's whole view: the family's inputs and a copy of the trainee's files.
         inputs = scratch / "inputs"
@@ -466,12 +475,16 @@ def _grade(job: GradeJob, clock: _Clock) -> GradeRow:
             _make_world_readable(inputs)
         argv = [sys.executable, "-m", "secureml.worker", scenario.family,
                 str(code_dir / MITIGATION_NAME), str(task_dir)]
+        # The sandbox's CPU share and quota are its thread budget: a neighbour under
+        # --jobs N cannot take more, however many processes it starts.
+        limits = dataclasses.replace(job.limits, cpus=float(max(1, job.threads)))
         with clock.stage("sandbox"):
-            result = run_sandboxed(argv, inputs_dir=inputs, limits=job.limits, unsafe=job.unsafe,
+            result = run_sandboxed(argv, inputs_dir=inputs, limits=limits, unsafe=job.unsafe,
                                    env=_thread_env(job.threads))
         flags = _sandbox_flags(result, job)
-        status, problem = _outcome_status(result, job.limits)
-        if status != "exited":
+        verdict = _supervisor_verdict(result, job.limits)
+        if verdict is not None:
+            status, problem = verdict
             return _row(job, clock, status, error=problem, flags=flags,
                         feedback=[_status_feedback(status, job, family.function_name)])
         with clock.stage("evaluate"):
@@ -479,11 +492,13 @@ def _grade(job: GradeJob, clock: _Clock) -> GradeRow:
                 raw = decode_result(result.result, max_bytes=job.limits.max_result_bytes)
                 outputs = family.check_outputs(stage, raw)
             except MitigationError as error:
-                detail = error.problem
-                if error.status == "no-result":
-                    detail = _no_result_detail(result)
-                return _row(job, clock, error.status, error=detail, flags=flags,
-                            feedback=[_status_feedback(error.status, job, family.function_name)])
+                status, detail = error.status, error.problem
+                if status == "no-result":
+                    status, detail = _ended_without_result(result)
+                elif status == "error":
+                    detail += _memory_error_hint(detail, job.limits)
+                return _row(job, clock, status, error=detail, flags=flags,
+                            feedback=[_status_feedback(status, job, family.function_name)])
             ctx.out_dir = scratch / "pictures" if job.pictures and job.hidden is None else None
             evaluation = family.evaluate(stage, outputs, ctx)
             picture = _first_png(evaluation.pictures.values())
@@ -572,26 +587,42 @@ def _thread_env(threads: int) -> dict[str, str]:
             "OMP_WAIT_POLICY": "PASSIVE", THREADS_ENV: count}
 
 
-def _outcome_status(result: SandboxResult, limits: Limits) -> tuple[str, str]:
-    """The gradebook status for a run that did not exit normally, or ("exited", "")."""
+def _supervisor_verdict(result: SandboxResult, limits: Limits) -> tuple[str, str] | None:
+    """The gradebook status of a limit the supervisor enforced, or None when the child ended
+    by itself and its result channel decides. Never read from the child's exit code or output."""
     if result.outcome == "infra-error":
         return "infra-error", f"the sandbox failed: {result.detail}"
     if result.outcome == "timeout":
         return "timeout", result.detail or f"ran past the {limits.timeout_s:g} s limit"
     if result.outcome == "memory":
         return "memory", result.detail or f"ran past the {limits.memory_mb} MB memory limit"
-    if result.outcome == "signalled":
-        return "error", _with_stderr(f"the process was {result.detail or 'killed by a signal'}", result)
+    if result.outcome == "killed":
+        return "error", result.detail
     if result.result_oversized:
         return "invalid-result", (f"the result is larger than the {limits.max_result_bytes} bytes "
                                   "allowed; it was not read")
-    return "exited", ""
+    return None
 
 
-def _no_result_detail(result: SandboxResult) -> str:
-    return _with_stderr(
+def _ended_without_result(result: SandboxResult) -> tuple[str, str]:
+    """A child that ended by itself without a result: a crash (error) or an exit (no-result)."""
+    if result.outcome == "signalled":
+        return "error", _with_stderr(f"the process {result.detail.split(';')[0]} before returning a result",
+                                     result)
+    return "no-result", _with_stderr(
         f"the process ended (exit code {result.returncode}) without returning a result: "
         "sys.exit, os._exit or a crash before the function returned", result)
+
+
+def _memory_error_hint(error_text: str, limits: Limits) -> str:
+    """Why a MemoryError may have happened, said by the grader (the status stays "error":
+    the trainee's code raised it, and only the supervisor's own kills are "memory")."""
+    from secureml.gradebook import error_kind
+
+    if error_kind(error_text) != "MemoryError":
+        return ""
+    return (f"\n(the sandbox refuses any allocation beyond its {limits.address_space_bytes // 2**20} MB "
+            f"address space; its memory limit is {limits.memory_mb} MB)")
 
 
 def _with_stderr(text: str, result: SandboxResult) -> str:
@@ -601,12 +632,14 @@ def _with_stderr(text: str, result: SandboxResult) -> str:
 
 def _sandbox_flags(result: SandboxResult, job: GradeJob) -> list[str]:
     flags = []
-    if result.isolation != "bubblewrap":
+    if result.isolation == "unsafe-subprocess":
         flags.append("unisolated: graded with --unsafe, without the sandbox")
     if result.output_truncated:
         flags.append(f"output-truncated: printed more than {job.limits.max_output_bytes} bytes "
                      "on stdout or stderr; only the tail was kept")
-    if result.detail and result.outcome == "exited":
+    if result.outcome == "signalled" and result.result:
+        flags.append(f"sandbox: the process {result.detail.split(';')[0]} after it sent its result")
+    elif result.detail and result.outcome == "exited":
         flags.append(f"sandbox: {result.detail}")
     return flags
 
@@ -745,6 +778,54 @@ def executor_for(jobs: int) -> Executor:
     return LocalPool(jobs, threads_per_worker=max(1, (os.cpu_count() or 1) // jobs))
 
 
+# --------------------------------------------------------------------------- leftovers
+
+def sweep_leftovers(work_dir: Path | None = None) -> list[Path]:
+    """Remove what graders killed with -9 left behind: their run cgroups and their 0700
+    scratch folders (training sets, copies of submissions, unpacked zips).
+
+    Only folders of this user whose maker (pid and start time) is gone are removed; a
+    grader running now keeps its own. Returns what was removed.
+    """
+    from secureml import isolation
+    from secureml.cgroups import process_start_ticks, sweep_leftovers as sweep_cgroups
+
+    removed: list[Path] = []
+    plan = isolation.capabilities().cgroup_plan
+    if plan is not None:
+        removed += sweep_cgroups(plan)
+    entries: list[Path] = []
+    for folder in dict.fromkeys([Path(work_dir or tempfile.gettempdir()), Path(tempfile.gettempdir())]):
+        with contextlib.suppress(OSError):
+            entries += list(folder.iterdir())
+    for entry in entries:
+        match = SCRATCH_NAME.match(entry.name)
+        if match is None:
+            continue
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        if process_start_ticks(int(match.group(1))) == int(match.group(2)):
+            continue  # its grader still runs
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+    return removed
+
+
+def _isolation_summary(unsafe: bool) -> str:
+    """The isolation mode, and what enforces the limits, in a few words."""
+    if unsafe:
+        return "unsafe-subprocess"
+    from secureml import isolation
+
+    plan = isolation.capabilities().cgroup_plan
+    return f"{isolation_mode()} (limits: {plan.summary if plan else 'the supervisor'})"
+
+
 # --------------------------------------------------------------------------- a workshop
 
 
@@ -848,8 +929,8 @@ def resolve_isolation(unsafe: bool) -> bool:
         return True
     raise IsolationUnavailable(
         f"cannot isolate trainee code here: {problem}",
-        fix="install bubblewrap and run as root (apt-get install bubblewrap), or pass --unsafe "
-            "to run submissions WITHOUT isolation (only for code you trust)",
+        fix="install bubblewrap (sudo apt-get install bubblewrap) and see `secureml doctor`, "
+            "or pass --unsafe to run submissions WITHOUT isolation (only for code you trust)",
     )
 
 
@@ -858,7 +939,7 @@ def preflight(family_name: str, *, limits: Limits, unsafe: bool, work_dir: Path 
 
     After this passes, a run that ends without a result is the trainee's doing, not ours.
     """
-    with tempfile.TemporaryDirectory(prefix="secureml-preflight-", dir=work_dir) as folder:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("preflight"), dir=work_dir) as folder:
         os.chmod(folder, 0o755)
         check_limits = Limits(timeout_s=_PREFLIGHT_TIMEOUT_S, memory_mb=limits.memory_mb,
                               max_processes=limits.max_processes)
@@ -868,11 +949,12 @@ def preflight(family_name: str, *, limits: Limits, unsafe: bool, work_dir: Path 
     from secureml.worker import CHECK_REPLY
 
     if result.outcome != "exited" or result.returncode != 0 or result.result != CHECK_REPLY:
+        readable = ("check that the venv is readable by other users (chmod -R o+rX), "
+                    if result.isolation == "bubblewrap-root" else "")
         raise GraderUnavailable(
             f"the grading worker does not start in the sandbox ({result.outcome}, "
             f"exit {result.returncode}): {result.detail or _with_stderr('', result).strip()}",
-            fix="check that the venv is readable by other users (chmod -R o+rX), "
-                "or rerun with --debug",
+            fix=f"{readable}run `secureml doctor`, or rerun with --debug",
         )
     return result.wall_s
 
@@ -900,11 +982,12 @@ def grade_workshop(
 
     started = time.monotonic()
     unsafe = resolve_isolation(settings.unsafe)
+    swept = sweep_leftovers(settings.work_dir)
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else Cache().root
     graded_scenario = hidden if hidden is not None else scenario
     config_sha256 = graded_scenario.config_sha256()
     executor = executor or executor_for(settings.jobs)
-    with tempfile.TemporaryDirectory(prefix="secureml-submissions-", dir=settings.work_dir) as unpack:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("submissions"), dir=settings.work_dir) as unpack:
         found = discover_submissions(Path(submissions), Path(unpack))
         jobs = [
             GradeJob(scenario=scenario, hidden=hidden, submission=submission,
@@ -918,9 +1001,9 @@ def grade_workshop(
             already = gradebook.has(scenario.id, job.submission.trainee, job.submission.sha256,
                                     config_sha256=config_sha256)
             (skipped if already and not settings.regrade else pending).append(job)
-        report = GradeReport(scenario.id, hidden is not None,
-                             "unsafe-subprocess" if unsafe else "bubblewrap",
+        report = GradeReport(scenario.id, hidden is not None, _isolation_summary(unsafe),
                              [], [job.submission for job in skipped], list(found.notes))
+        report.notes += [f"removed what a grader that died left behind: {path}" for path in swept]
         if pending:
             # Build (or load) the shared stage once here, so that workers only read the cache.
             stage_progress = stage_progress or NO_PROGRESS
@@ -958,13 +1041,21 @@ _NOTE_CHARS = 48  # fits the table in an 80-column terminal
 
 
 def rows_table(rows: Iterable[GradeRow], title: str, *, show_graded_at: bool = False):
-    """A rich table, one line per row: trainee, status, score, time and the first note."""
+    """A rich table, one line per row: trainee, status, score, time and the first note.
+
+    Names, errors and notes come from trainees: every cell is a rich Text (never parsed as
+    markup) with control characters made visible (`report.safe_text`).
+    """
     from rich.table import Table
+    from rich.text import Text
+
+    from secureml.report import safe_cell, safe_text
 
     rows = sorted(rows, key=lambda r: (r.scenario_id, r.trainee))
-    table = Table(title=title, title_justify="left")
+    table = Table(title=safe_text(title), title_justify="left")
     # Every column but the note keeps its full width; the note is cut to what is left.
-    table.add_column("trainee", no_wrap=True, min_width=max([7, *(len(r.trainee) for r in rows)]))
+    table.add_column("trainee", no_wrap=True,
+                     min_width=max([7, *(len(safe_text(r.trainee)) for r in rows)]))
     table.add_column("status", no_wrap=True,
                      min_width=max([6, *(len(r.status) + 9 * r.hidden_variant for r in rows)]))
     table.add_column("score", justify="right", no_wrap=True, min_width=5)
@@ -973,19 +1064,19 @@ def rows_table(rows: Iterable[GradeRow], title: str, *, show_graded_at: bool = F
         table.add_column("graded at (UTC)", no_wrap=True, min_width=19)
     table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=_NOTE_CHARS)
     for row in rows:
-        status = row.status if row.status == "ok" else f"[red]{row.status}[/red]"
-        if row.hidden_variant:
-            status += " (hidden)"
+        status = row.status + (" (hidden)" if row.hidden_variant else "")
         score = "" if row.score is None else f"{row.score:.1f}"
         note = (row.error or (row.feedback[0] if row.feedback else "")).strip().splitlines()
         if row.flags:
             # A flagged score (e.g. suspected gradient masking) is not final until a person looks.
             note = [f"needs review: {row.flags[0]}"]
-        cells = [row.trainee, status, score, f"{row.timings_s.get('total', 0.0):.1f}"]
+        cells = [safe_cell(row.trainee), Text(status, style="" if row.status == "ok" else "red"),
+                 score, f"{row.timings_s.get('total', 0.0):.1f}"]
         if show_graded_at:
             cells.append(row.graded_at[:19].replace("T", " "))
-        text = note[0] if note else ""
-        table.add_row(*cells, text if len(text) <= _NOTE_CHARS else text[: _NOTE_CHARS - 1] + "…")
+        text = safe_text(note[0]) if note else ""  # cut after escaping: what the eye sees
+        cells.append(Text(text if len(text) <= _NOTE_CHARS else text[: _NOTE_CHARS - 1] + "…"))
+        table.add_row(*cells)
     return table
 
 

@@ -44,6 +44,8 @@ __all__ = [
     "InvalidGradeRowError",
     "NotAGradebookError",
     "UnknownExportFormatError",
+    "error_kind",
+    "error_summary",
     "export",
     "gradebook_points",
     "gradescope_results",
@@ -53,6 +55,7 @@ __all__ = [
     "render_gradescope",
     "render_html",
     "render_json",
+    "trainee_error_view",
 ]
 
 # The outcomes of grading one submission, in the order reports list them.
@@ -786,6 +789,51 @@ _INFRA_ERROR_MESSAGE = (
 )
 
 
+# What secureml.mitigation.describe_exception writes: "sanitize raised ValueError: message
+# (mitigation.py, line 12)"; a file that does not even parse says "syntax error at line 3".
+_ERROR_KIND = re.compile(r"\braised ([A-Za-z_][A-Za-z0-9_.]{0,79})")
+_ERROR_LOCATION = re.compile(r"\(([A-Za-z0-9_.-]{1,100}\.py), line (\d{1,7})\)")
+_SYNTAX_ERROR = re.compile(r"\bsyntax error at line (\d{1,7})")
+
+_HIDDEN_ERROR_NOTE = "Its message is withheld: you were graded on a hidden variant of the scenario."
+
+
+def error_kind(error: str) -> str | None:
+    """The exception class an error row names ("ValueError"), or None."""
+    first_line = error.split("\n", 1)[0]
+    if _SYNTAX_ERROR.search(first_line):
+        return "SyntaxError"
+    found = _ERROR_KIND.search(first_line)
+    return found.group(1) if found else None
+
+
+def error_summary(error: str) -> str:
+    """An error's kind and the trainee's own line, without its free text.
+
+    The message of an exception may quote what only a hidden variant knows (its seed, a
+    target guessed from the data), and stderr may print anything: neither is kept. The
+    kind comes first in our own wording and the location last, so a message cannot fake
+    either.
+    """
+    syntax = _SYNTAX_ERROR.search(error.split("\n", 1)[0])
+    if syntax:
+        return f"SyntaxError at line {syntax.group(1)} of your file"
+    kind = error_kind(error)
+    locations = _ERROR_LOCATION.findall(error)
+    where = f" ({locations[-1][0]}, line {locations[-1][1]})" if locations else ""
+    return f"Your code raised {kind}{where}." if kind else "Your code raised an error."
+
+
+def trainee_error_view(row: GradeRow) -> str:
+    """The part of `row.error` a trainee may see: all of it, except under a hidden variant,
+    where only an error's kind and line are shown (other statuses say enough by name)."""
+    if not row.hidden_variant:
+        return row.error
+    if row.status != "error" or not row.error:
+        return ""
+    return f"{error_summary(row.error)} {_HIDDEN_ERROR_NOTE}"
+
+
 def gradescope_results(row: GradeRow, *, visibility: str = "visible") -> dict[str, Any]:
     """One trainee's row as a Gradescope autograder `results.json` object.
 
@@ -797,7 +845,9 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible") -> dict[st
     hashes and versions go to `extra_data`, which the spec describes only as
     data to be stored, not shown; trainee-facing text stays in `output`. An
     infra-error scores 0 on Gradescope, which has no "no grade" value; its
-    output says the submission will be graded again.
+    output says the submission will be graded again. Under a hidden variant the
+    output holds no free text of the run: an error's kind and line only, and no
+    metrics (their names carry the variant's settings, e.g. an epsilon).
 
     visibility: when students see the test, one of hidden, after_due_date,
         after_published, visible.
@@ -814,15 +864,16 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible") -> dict[st
         if row.parts:
             lines.append("Score parts:")
             lines += [f"  {name}: {value:.3f}" for name, value in sorted(row.parts.items())]
-        if row.metrics:
+        if row.metrics and not row.hidden_variant:
             lines.append("Metrics:")
             lines += [f"  {name}: {value:.4f}" for name, value in sorted(row.metrics.items())]
     elif row.status == "infra-error":
         lines.append(_INFRA_ERROR_MESSAGE)
     else:
         lines.append(f"Status: {row.status}. Score: 0 / {row.max_score:.1f}")
-        if row.error:
-            lines += ["", row.error]
+        error = trainee_error_view(row)
+        if error:
+            lines += ["", error]
     if row.feedback:
         lines += ["", "Feedback:"]
         lines += [f"- {hint}" for hint in row.feedback]

@@ -133,8 +133,11 @@ def describe_exception(error: BaseException, path: Path | None = None) -> str:
         ]
         if frames:
             line = f" ({Path(path).name}, line {frames[-1].lineno})"
-    text = f"{type(error).__name__}: {error}{line}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+    message = str(error)
+    room = MAX_ERROR_CHARS - len(type(error).__name__) - len(line) - 2
+    if len(message) > room:
+        message = message[: max(0, room - 3)] + "..."  # cut the message, keep the location
+    return f"{type(error).__name__}: {message}{line}"
 
 
 # --------------------------------------------------------------------------- result format
@@ -156,49 +159,95 @@ def encode_result(result: RawResult | None = None, *, status: str = "ok", error:
 
 
 def decode_result(blob: bytes | None, *, max_bytes: int) -> RawResult:
-    """Parse a child's result strictly; raise MitigationError with the gradebook status."""
-    if not blob:
+    """Parse a child's result strictly; raise MitigationError with the gradebook status.
+
+    Whatever the bytes hold (random noise, wrong types, deep nesting, tensors that claim
+    more data than there is), the outcome is a RawResult or a MitigationError: "no-result"
+    for nothing at all, "error" for a well-formed error report, else "invalid-result". The
+    trainee, not the grader, sent malformed bytes.
+    """
+    if blob is None or (isinstance(blob, (bytes, bytearray, memoryview)) and len(blob) == 0):
         raise MitigationError(
             "the mitigation ended without returning a result",
             status="no-result",
             fix="return from your function instead of exiting the process",
         )
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise _invalid(f"the result is {type(blob).__name__}, not bytes")
+    blob = bytes(blob)
     if len(blob) > max_bytes:
-        raise MitigationError(
-            f"the result is {len(blob)} bytes, more than the {max_bytes} allowed",
-            status="invalid-result",
-        )
-    header = _parse_header(blob)
-    metadata = header.get("__metadata__") or {}
+        raise _invalid(f"the result is {len(blob)} bytes, more than the {max_bytes} allowed")
+    header, data_bytes = _parse_header(blob)
+    metadata = _parse_metadata(header.pop("__metadata__", None))
     if metadata.get("format") != RESULT_FORMAT:
-        raise MitigationError("the result is not in secureml's format", status="invalid-result")
+        raise _invalid("the result is not in secureml's format")
     if metadata.get("status") == "error":
-        raise MitigationError(str(metadata.get("error") or "the mitigation failed"), status="error")
+        raise MitigationError(metadata.get("error", "")[:MAX_ERROR_CHARS] or "the mitigation failed",
+                              status="error")
     if metadata.get("status") != "ok":
-        raise MitigationError("the result has an unknown status", status="invalid-result")
+        raise _invalid("the result has an unknown status")
+    for name, entry in header.items():
+        _check_tensor_entry(name, entry, data_bytes)
     from safetensors.numpy import load
 
     try:
         arrays = load(blob)
-    except Exception as error:
-        raise MitigationError(f"the result's tensors are malformed ({error})", status="invalid-result") from error
+    except Exception as error:  # the library's own checks (overlaps, gaps, dtypes)
+        raise _invalid(f"the result's tensors are malformed ({str(error)[:200]})") from error
     for name, array in arrays.items():
         if array.dtype.kind == "f" and not bool(_all_finite(array)):
-            raise MitigationError(
-                f"output '{name}' contains NaN or infinite values", status="invalid-result"
-            )
+            raise _invalid(f"output '{name}' contains NaN or infinite values")
     return RawResult(arrays, _parse_config(metadata.get("config", "{}")))
+
+
+def _invalid(problem: str) -> MitigationError:
+    return MitigationError(problem, status="invalid-result")
+
+
+# safetensors dtypes that numpy can hold, and their sizes in bytes.
+_TENSOR_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "U32": 4,
+                       "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+_MAX_TENSOR_DIMS = 32  # numpy 1.x's limit; numpy 2 allows 64
+
+
+def _check_tensor_entry(name: str, entry: Any, data_bytes: int) -> None:
+    """One tensor's header entry: the right keys and types, and a size that adds up."""
+    if not name or not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _invalid(f"the result's header entry '{name[:80]}' is not a tensor description")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _TENSOR_DTYPE_BYTES:
+        raise _invalid(f"output '{name[:80]}' has an unsupported dtype")
+    if (not isinstance(shape, list) or len(shape) > _MAX_TENSOR_DIMS
+            or not all(_is_count(size) for size in shape)):
+        raise _invalid(f"output '{name[:80]}' has a malformed shape")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+        raise _invalid(f"output '{name[:80]}' has malformed data offsets")
+    begin, end = offsets
+    if not begin <= end <= data_bytes:
+        raise _invalid(f"output '{name[:80]}' claims bytes beyond the end of the result")
+    elements = math.prod(shape)
+    if elements * _TENSOR_DTYPE_BYTES[dtype] != end - begin:
+        raise _invalid(f"output '{name[:80]}' claims {elements} elements but holds {end - begin} bytes")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_metadata(metadata: Any) -> dict[str, str]:
+    if not isinstance(metadata, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in metadata.items()
+    ):
+        raise _invalid("the result's metadata must be an object of strings")
+    return metadata
 
 
 def _parse_config(text: Any) -> dict[str, Any]:
     if not isinstance(text, str) or len(text) > MAX_CONFIG_CHARS:
-        raise MitigationError("the result's config is missing or too large", status="invalid-result")
-    try:
-        config = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as error:
-        raise MitigationError(f"the result's config is not strict JSON ({error})", status="invalid-result") from error
+        raise _invalid("the result's config is missing or too large")
+    config = _strict_json(text, "the result's config")
     if not isinstance(config, dict) or not _json_finite(config):
-        raise MitigationError("the result's config must be a JSON object of finite values", status="invalid-result")
+        raise _invalid("the result's config must be a JSON object of finite values")
     return config
 
 
@@ -206,32 +255,51 @@ def _reject_constant(name: str):
     raise ValueError(f"non-finite number {name}")
 
 
-def _parse_header(blob: bytes) -> dict[str, Any]:
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two entries of one name could be read differently by us and by safetensors.
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key appears twice")
+    return dict(pairs)
+
+
+def _strict_json(text: str | bytes, what: str) -> Any:
+    """JSON without NaN/Infinity or duplicate keys; deep nesting is malformed, not a crash."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates)
+    except RecursionError as error:
+        raise _invalid(f"{what} is nested too deeply") from error
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _invalid(f"{what} is not strict JSON ({str(error)[:200]})") from error
+
+
+def _parse_header(blob: bytes) -> tuple[dict[str, Any], int]:
+    """The result's JSON header, and how many data bytes follow it."""
     if len(blob) < 8:
-        raise MitigationError("the result is truncated", status="invalid-result")
+        raise _invalid("the result is truncated")
     length = int.from_bytes(blob[:8], "little")
     if length > MAX_HEADER_BYTES or 8 + length > len(blob):
-        raise MitigationError("the result header is malformed", status="invalid-result")
-
-    try:
-        header = json.loads(blob[8 : 8 + length], parse_constant=_reject_constant)
-    except ValueError as error:
-        raise MitigationError(f"the result header is not strict JSON ({error})", status="invalid-result") from error
+        raise _invalid("the result header is malformed")
+    header = _strict_json(blob[8 : 8 + length], "the result header")
     if not isinstance(header, dict):
-        raise MitigationError("the result header is malformed", status="invalid-result")
+        raise _invalid("the result header is malformed")
     # json turns 1e999 into inf without calling parse_constant (ART-FACTS sandbox fact 7).
     if not _json_finite(header):
-        raise MitigationError("the result header holds a non-finite number", status="invalid-result")
-    return header
+        raise _invalid("the result header holds a non-finite number")
+    return header, len(blob) - 8 - length
 
 
 def _json_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_json_finite(item) for item in value.values())
-    if isinstance(value, list):
-        return all(_json_finite(item) for item in value)
+    """No inf or NaN anywhere in a parsed JSON value (iterative: nesting costs no stack)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return True
 
 

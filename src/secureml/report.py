@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from secureml.runner import RunResult, SeedSummary
@@ -29,6 +32,48 @@ COLUMNS = {
 
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+# --------------------------------------------------------------------------- trainee text
+
+# What a terminal may act on instead of showing: C0 controls but tab and newline (ESC
+# starts colour, title, clear-screen and hyperlink sequences; BEL, BS and CR rewrite the
+# line), DEL, C1 controls (U+009B is a one-character CSI on some terminals), and the
+# bidirectional marks, overrides and isolates that reorder what is shown ("Trojan Source",
+# CVE-2021-42574). Trainee names, error lines and notes may hold any of them.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """A trainee's string as characters a terminal only shows.
+
+    Control characters and bidi overrides become visible escapes (ESC -> `\\x1b`), so an
+    instructor sees that they were there; tabs become spaces. Stored values stay intact:
+    apply this only where text is printed.
+    """
+    return _TERMINAL_UNSAFE.sub(_visible_escape, str(text).replace("\t", " "))
+
+
+def safe_markup(text: str) -> str:
+    """`safe_text`, escaped for rich markup: `[/]` or `[link=...]` print as themselves."""
+    return escape(safe_text(text))
+
+
+def safe_cell(text: str, style: str = "") -> Text:
+    """A table cell of trainee text: a rich Text is never parsed as markup."""
+    return Text(safe_text(text), style=style)
+
+
+def json_for_terminal(text: str) -> str:
+    """JSON text whose strings cannot act on a terminal. json.dumps escapes C0 controls but
+    not DEL, C1 controls or bidi overrides (with ensure_ascii=False); this escapes those too.
+    They can only appear inside strings, where \\uXXXX is the same value."""
+    return _TERMINAL_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def scenario_table(scenarios: Sequence[ScenarioBase]) -> Table:

@@ -27,29 +27,6 @@ CHECK_REPLY = b"secureml-worker-ready"
 THREADS_ENV = "SECUREML_THREADS"
 
 
-class _MemoryErrorEndsTheRun:
-    """The family, except that a MemoryError in the trainee's function ends the process.
-
-    `run_in_child` turns any exception into an "error" result. Running out of memory is a
-    resource limit, not a bug in the trainee's logic: dying with MemoryError as the last
-    line of stderr lets the sandbox classify the run as "memory", as it does for a run the
-    memory cgroup killed.
-    """
-
-    def __init__(self, family) -> None:
-        self._family = family
-
-    def __getattr__(self, name: str):
-        return getattr(self._family, name)
-
-    def run_mitigation(self, module, folder: Path):
-        try:
-            return self._family.run_mitigation(module, folder)
-        except MemoryError:
-            os.write(2, b"\nMemoryError: the mitigation ran out of memory\n")
-            os._exit(1)
-
-
 def _apply_thread_limit() -> None:
     """torch reads OMP_NUM_THREADS when it is imported; set it again if it already is.
 
@@ -97,7 +74,9 @@ def main(argv: list[str]) -> int:
 
     from secureml.mitigation import run_in_child
 
-    blob = run_in_child(_MemoryErrorEndsTheRun(family), mitigation, inputs)
+    # A MemoryError in the trainee's function is an error result like any other: only
+    # the grader's supervisor, which enforces the memory limit, may say "memory".
+    blob = run_in_child(family, mitigation, inputs)
     _write_all(result_fd, blob)
     return 0
 
