@@ -36,7 +36,7 @@ def test_a_rate_of_zero_allows_about_three_images_in_n_the_rule_of_three():
 
 
 def test_a_spread_over_seeds_wider_than_binomial_wins_and_says_so():
-    expected = verify.expected_for(0.64, Sample.rate(900, "triggered test images"), verify.Spread(0.05, 5))
+    expected = verify.expected_for(0.64, Sample.rate(900, "triggered test images"), verify.Spread(0.05, 5, "5 seeds"))
     assert expected.tolerance == pytest.approx(0.15)
     assert expected.source.startswith("measured: 3 SD over 5 seeds")
     assert "wider than binomial" in expected.source
@@ -45,7 +45,7 @@ def test_a_spread_over_seeds_wider_than_binomial_wins_and_says_so():
 def test_a_mean_over_a_few_fooled_images_is_reported_but_not_verified():
     # evasion-01's mean CW perturbation over 8 fooled images moved from 0.144 to 0.105
     # between two machines; no fixed band fits a mean over so few images.
-    expected = verify.expected_for(0.144, Sample.mean(8, "images cw-l2 fooled"), verify.Spread(0.002, 5))
+    expected = verify.expected_for(0.144, Sample.mean(8, "images cw-l2 fooled"), verify.Spread(0.002, 5, "5 seeds"))
     assert expected.tolerance is None
     assert expected.source == "report only: mean over 8 images cw-l2 fooled"
     check = verify.Check("evasion-01", "mitigated.mean_perturbation.cw-l2", expected, found=0.105)
@@ -53,12 +53,20 @@ def test_a_mean_over_a_few_fooled_images_is_reported_but_not_verified():
 
 
 def test_a_derived_metric_takes_three_sd_measured_over_seeds_and_keeps_it_when_recorded_again():
-    measured = verify.expected_for(86.9, None, verify.Spread(4.0, 5))
+    measured = verify.expected_for(86.9, None, verify.Spread(4.0, 5, "5 seeds"))
     assert measured.tolerance == 12.0 and measured.source.startswith("measured: 3 SD over 5 seeds")
     again = verify.expected_for(88.0, None, previous=measured)
     assert (again.value, again.tolerance, again.source) == (88.0, 12.0, measured.source)
     unmeasured = verify.expected_for(88.0, None, previous=ExpectedValue(value=86.9, tolerance=10.0))
     assert unmeasured.tolerance is None and "--seeds" in unmeasured.source
+
+
+def test_a_derived_metric_identical_in_every_run_is_reported_not_given_a_zero_band():
+    # A score clipped at 100 in every run measured no spread; 0 +- 0 would fail on the
+    # first machine that rounds differently.
+    expected = verify.expected_for(100.0, None, verify.Spread(0.0, 6, "3 seeds x threads 2,1"))
+    assert expected.tolerance is None
+    assert expected.source.startswith("report only: identical over 3 seeds x threads 2,1")
 
 
 def test_counts_and_constants_must_reproduce_exactly():
@@ -85,8 +93,8 @@ def test_a_metric_no_longer_produced_is_missing_and_fails():
 
 def test_seeds_show_whether_a_tolerance_covers_the_measured_spread():
     expected = verify.expected_for(0.92, Sample.rate(100, "attacked test images"))
-    assert verify.Check("s", "m", expected, 0.92, verify.Spread(0.02, 5)).covered is True
-    assert verify.Check("s", "m", expected, 0.92, verify.Spread(0.04, 5)).covered is False
+    assert verify.Check("s", "m", expected, 0.92, verify.Spread(0.02, 5, "5 seeds")).covered is True
+    assert verify.Check("s", "m", expected, 0.92, verify.Spread(0.04, 5, "5 seeds")).covered is False
     assert verify.Check("s", "m", expected, 0.92).covered is None
 
 
@@ -119,7 +127,7 @@ def test_record_writes_value_tolerance_n_and_source_that_load_back(tmp_path):
         "victim.clean_accuracy": Sample.rate(1000, "test images"),
         "mitigated.mean_perturbation.cw-l2": Sample.mean(8, "images cw-l2 fooled"),
     }
-    verify.record(loaded, metrics, samples, {"score": verify.Spread(3.1, 5)})
+    verify.record(loaded, metrics, samples, {"score": verify.Spread(3.1, 5, "5 seeds")})
     again = scenarios.load(path)
     assert again.expected["victim.clean_accuracy"] == ExpectedValue(
         value=0.955, tolerance=0.02, n=1000, source="binomial: 3 SE at p=0.955, n=1000"

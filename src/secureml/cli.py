@@ -260,20 +260,22 @@ def _context(out_dir: Path | None, data_root: Path | None, device: str, no_cache
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+    from secureml.versions import set_threads
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
-def _run_options(*, seed: bool, seeds_help: str):
-    """The options `run` and `verify` share (`verify` always runs the recorded seed)."""
+def _run_options(*, seed: bool, seeds_help: str, threads: click.Option | None = None):
+    """The options `run` and `verify` share (`verify` always runs the recorded seed, and
+    may check several thread counts)."""
 
     def decorate(function):
         options = [
             *([click.option("--seed", type=int, help="Override the scenario's seed.")] if seed else []),
             click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help=seeds_help),
             *_SHARED_OPTIONS,
+            threads or click.option("--threads", type=click.IntRange(min=1),
+                                    help="torch CPU threads (recorded in results)."),
         ]
         for option in reversed(options):
             function = option(function)
@@ -287,7 +289,6 @@ _SHARED_OPTIONS = [
                  help="Folder with torchvision datasets [env: SECUREML_DATA]."),
     click.option("--device", default="cpu", show_default=True,
                  help="cpu, cuda, or auto (CUDA when present)."),
-    click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (recorded in results)."),
     click.option("--no-cache", is_flag=True,
                  help="Recompute victims and attacks instead of reusing them (the fresh results replace the cached ones)."),
     click.option("--json", "as_json", is_flag=True, help="Print JSON only (no tables, no progress bars)."),
@@ -351,7 +352,13 @@ def run(scenario_id, mitigation, out_dir, seed, seeds, data_root, device, thread
 @click.option("--record", is_flag=True,
               help="Write the measured values, tolerances, sample sizes and sources into each scenario file.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
-@_run_options(seed=False, seeds_help="Also run the next N-1 seeds and show each metric's spread over them.")
+@_run_options(
+    seed=False,
+    seeds_help="Also run the next N-1 seeds and show each metric's spread over them.",
+    threads=click.option("--threads", type=click.IntRange(min=1), multiple=True,
+                         help="torch CPU threads. Repeat it (--threads 1 --threads 2) to check each "
+                              "count; the cache is then not read."),
+)
 def verify(scenario_ids, record, junit, seeds, data_root, device, threads, no_cache, as_json) -> None:
     """Check that scenarios reproduce the metrics recorded in their files, within tolerance.
 
@@ -371,36 +378,25 @@ def verify(scenario_ids, record, junit, seeds, data_root, device, threads, no_ca
       secureml verify
       secureml verify --no-cache --threads 1 --junit verify-1.xml
       secureml verify poisoning-01 --seeds 5
-      secureml verify poisoning-02 --record --seeds 5
+      secureml verify poisoning-02 --record --seeds 5 --threads 1 --threads 2
     """
-    from secureml import report, runner, scenario, versions
+    from secureml import report, scenario, versions
     from secureml import verify as verifying
     from secureml.errors import VerifyDrift
 
     with _guard(as_json):
         scenarios = [scenario.load(s) for s in scenario_ids] if scenario_ids else scenario.load_all()
-        _set_threads(threads)
+        thread_counts = tuple(dict.fromkeys(threads)) or (None,)
+        no_cache = no_cache or len(thread_counts) > 1
         ctx = _context(None, data_root, device, no_cache, quiet=as_json)
-        checks, errors, recorded = [], {}, []
         with ctx.progress:
-            for loaded in scenarios:
-                try:
-                    runs = [
-                        runner.run(loaded.with_seed(s), mitigation=loaded.solution_path, ctx=ctx).evaluation
-                        for s in runner.seeds_for(loaded, seeds)
-                    ]
-                except SecuremlError as error:
-                    errors[loaded.id] = error.message()
-                    continue
-                spreads = verifying.spreads_of([run.metrics for run in runs]) if seeds > 1 else None
-                if record:
-                    recorded.append(str(verifying.record(loaded, runs[0].metrics, runs[0].samples, spreads)))
-                else:
-                    checks += verifying.compare(loaded, runs[0].metrics, spreads)
-                    if not loaded.expected:
-                        errors[loaded.id] = "no expected values recorded; run `secureml verify --record`"
+            outcome = verifying.verify_scenarios(
+                scenarios, ctx, seeds=seeds, thread_counts=thread_counts, record_values=record
+            )
+        checks, errors, recorded = outcome.checks, outcome.errors, [str(path) for path in outcome.recorded]
         provenance = {
             **versions.environment(device),
+            "threads": ",".join(map(str, thread_counts)) if len(thread_counts) > 1 else versions.thread_count(),
             "versions": versions.versions(),
             "cache": "not read (--no-cache): every result was computed in this run"
             if no_cache else _cache_note(ctx.cache.summary()),
@@ -413,6 +409,7 @@ def verify(scenario_ids, record, junit, seeds, data_root, device, threads, no_ca
                 "checks": [c.to_json() for c in checks],
                 "errors": errors,
                 "recorded": recorded,
+                "runs": outcome.runs,
                 "environment": provenance,
             }, indent=2))
         else:
@@ -446,9 +443,9 @@ def _print_checks(checks, errors, recorded, provenance, out) -> None:
             out.print(f"[red]DRIFT[/red] {escape(check.describe())}")
         elif check.covered is False:
             out.print(
-                f"[yellow]note:[/yellow] {escape(check.metric)} of {check.scenario}: tolerance "
-                f"{check.expected.tolerance:.3g} is narrower than {verifying.Z:g} SD over {check.spread.runs} "
-                f"seeds ({verifying.Z * check.spread.sd:.3g}); record it with --record --seeds {check.spread.runs}"
+                f"[yellow]note:[/yellow] {escape(check.name)} of {check.scenario}: tolerance "
+                f"{check.expected.tolerance:.3g} is narrower than {verifying.Z:g} SD over {check.spread.over} "
+                f"({verifying.Z * check.spread.sd:.3g}); record it again with --record and the same --seeds/--threads"
             )
     for scenario_id, message in errors.items():
         out.print(f"[red]{scenario_id}[/red]: {escape(message)}")

@@ -13,10 +13,12 @@ with a `Sample` per metric), never from a hand-picked band:
   baseline that re-clusters features), the measured spread wins.
 - **mean** of a continuous value over n items (the perturbation of the images an attack
   fooled, the SSIM of the reconstructions) and **derived** numbers (scores, the number
-  of samples kept): Z standard deviations measured over seeds (`--record --seeds N`).
-  Unmeasured, or a mean over fewer than MIN_MEAN_ITEMS items, they are reported without
-  being verified: one image more or less moved evasion-01's mean CW perturbation, a mean
-  over 8 images, from 0.144 to 0.105 between two machines (ART-FACTS, evaluation 4).
+  of samples kept): Z standard deviations measured over seeds and thread counts
+  (`--record --seeds 3 --threads 2 --threads 1`). Unmeasured, identical in every run
+  (nothing to measure a spread from), or a mean over fewer than MIN_MEAN_ITEMS items, they
+  are reported without being verified: one image more or less moved evasion-01's mean CW
+  perturbation, a mean over 8 images, from 0.144 to 0.105 between two machines
+  (ART-FACTS, evaluation 4).
 - **exact**: counts and constants that must reproduce exactly (masking flags raised on the
   reference solution, the chance level).
 
@@ -60,14 +62,15 @@ SLACK = 1e-6
 
 @dataclass(frozen=True)
 class Spread:
-    """A metric's standard deviation over several runs (seeds) of one scenario."""
+    """A metric's standard deviation over several runs of one scenario (seeds, thread counts)."""
 
     sd: float
     runs: int
+    over: str  # what varied: "5 seeds", "3 seeds x threads 1,2"
 
     @classmethod
-    def of(cls, values: list[float]) -> Spread:
-        return cls(statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+    def of(cls, values: list[float], over: str = "") -> Spread:
+        return cls(statistics.stdev(values) if len(values) > 1 else 0.0, len(values), over or f"{len(values)} runs")
 
 
 def binomial(value: float, n: int) -> tuple[float, str]:
@@ -92,27 +95,30 @@ def expected_for(
     """
     value = float(value)
     n = sample.n if sample is not None else None
-    measured = None
-    if spread is not None and spread.runs > 1:
-        measured = (_round_up(Z * spread.sd), f"measured: {Z:g} SD over {spread.runs} seeds (SD {spread.sd:.3g})")
-        if spread.sd == 0:
-            measured = (0.0, f"measured: identical over {spread.runs} seeds")
+    measured = spread is not None and spread.runs > 1
     if sample is not None and sample.kind == "exact":
         return ExpectedValue(value=value, tolerance=0.0, source="exact: a count or a constant")
     if sample is not None and sample.kind == "rate" and n:
         tolerance, source = binomial(value, n)
-        if measured is not None and measured[0] > tolerance:
-            tolerance, source = measured[0], f"{measured[1]}, wider than {source}"
+        if measured and _round_up(Z * spread.sd) > tolerance:
+            tolerance = _round_up(Z * spread.sd)
+            source = f"measured: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}), wider than {source}"
         return ExpectedValue(value=value, tolerance=tolerance, n=n, source=source)
     what = f"mean over {n} {sample.items}" if sample is not None else "derived from other metrics"
     if sample is not None and (n or 0) < MIN_MEAN_ITEMS:
         return ExpectedValue(value=value, tolerance=None, n=n, source=f"report only: {what}")
-    if measured is not None:
-        return ExpectedValue(value=value, tolerance=measured[0], n=n, source=f"{measured[1]}; {what}")
+    if measured and spread.sd == 0:
+        # The same value in every run (an L-inf attack always uses the whole budget, a score
+        # clipped at 100): nothing measured the spread, and a zero band would fail on the
+        # first machine that rounds differently.
+        return ExpectedValue(value=value, tolerance=None, n=n, source=f"report only: identical over {spread.over}; {what}")
+    if measured:
+        source = f"measured: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}); {what}"
+        return ExpectedValue(value=value, tolerance=_round_up(Z * spread.sd), n=n, source=source)
     if previous is not None and previous.verified and previous.source.startswith("measured"):
         return ExpectedValue(value=value, tolerance=previous.tolerance, n=n, source=previous.source)
     return ExpectedValue(
-        value=value, tolerance=None, n=n, source=f"report only: {what}; `verify --record --seeds 5` measures it"
+        value=value, tolerance=None, n=n, source=f"report only: {what}; `verify --record --seeds 3` measures it"
     )
 
 
@@ -133,7 +139,8 @@ class Check:
     metric: str
     expected: ExpectedValue
     found: float | None
-    spread: Spread | None = None  # measured over seeds, with `verify --seeds N`
+    spread: Spread | None = None  # measured over seeds (and thread counts), with `verify --seeds N`
+    threads: int | None = None  # set when one verify checked several thread counts
 
     @property
     def status(self) -> str:
@@ -160,12 +167,17 @@ class Check:
             return None
         return self.expected.tolerance + SLACK >= Z * self.spread.sd
 
+    @property
+    def name(self) -> str:
+        """The metric, and the thread count when one run checked several."""
+        return self.metric if self.threads is None else f"{self.metric} [{self.threads} threads]"
+
     def describe(self) -> str:
         """One line: the metric, expected ± tolerance (source), found, difference."""
         expected = self.expected
         band = f"± {expected.tolerance:.3g}" if expected.verified else "(not verified)"
         found = "nothing (the metric is no longer produced)" if self.found is None else f"{self.found:.4g}"
-        text = f"{self.scenario} {self.metric}: expected {expected.value:.4g} {band} ({expected.source}), found {found}"
+        text = f"{self.scenario} {self.name}: expected {expected.value:.4g} {band} ({expected.source}), found {found}"
         if self.found is not None:
             text += f", difference {self.difference:+.3g}"
         return text
@@ -184,25 +196,95 @@ class Check:
             "status": self.status,
             "ok": self.ok,
         }
+        if self.threads is not None:
+            payload["threads"] = self.threads
         if self.spread is not None:
-            payload.update(seed_sd=self.spread.sd, seeds=self.spread.runs, covered=self.covered)
+            payload.update(spread_sd=self.spread.sd, spread_over=self.spread.over, covered=self.covered)
         return payload
 
 
 def compare(
-    scenario: ScenarioBase, metrics: dict[str, float], spreads: dict[str, Spread] | None = None
+    scenario: ScenarioBase,
+    metrics: dict[str, float],
+    spreads: dict[str, Spread] | None = None,
+    threads: int | None = None,
 ) -> list[Check]:
     """One check per recorded metric; a metric that is no longer produced fails."""
     spreads = spreads or {}
     return [
-        Check(scenario.id, name, expected, metrics.get(name), spreads.get(name))
+        Check(scenario.id, name, expected, metrics.get(name), spreads.get(name), threads)
         for name, expected in scenario.expected.items()
     ]
 
 
-def spreads_of(runs: list[dict[str, float]]) -> dict[str, Spread]:
-    """Each metric's SD over several runs (seeds) of one scenario."""
-    return {name: Spread.of([run[name] for run in runs if name in run]) for name in runs[0]}
+def spreads_of(runs: list[dict[str, float]], over: str = "") -> dict[str, Spread]:
+    """Each metric's SD over several runs (seeds, thread counts) of one scenario."""
+    return {name: Spread.of([run[name] for run in runs if name in run], over) for name in runs[0]}
+
+
+@dataclass
+class Outcome:
+    """What one `secureml verify` found: the checks, the scenarios that failed to run, the
+    files it recorded."""
+
+    checks: list[Check]
+    errors: dict[str, str]
+    recorded: list[Path]
+    # Every run's metrics: {"scenario", "seed", "threads", "metrics"}, for `--json`.
+    runs: list[dict[str, Any]]
+
+
+def verify_scenarios(
+    scenarios: list[ScenarioBase], ctx, *, seeds: int = 1, thread_counts: tuple[int | None, ...] = (None,), record_values: bool = False
+) -> Outcome:
+    """Run each scenario's reference solution at its seed (and the next seeds - 1), at each
+    thread count, then compare with (or, with `record_values`, record) its expected values.
+
+    The checks compare each thread count's run at the recorded seed; the spread pools every
+    run. `--record` writes the values of the first thread count. ctx: the RunContext; with
+    several thread counts its cache must not be read (a result computed at one count would
+    stand in for the other).
+    """
+    from secureml import runner
+    from secureml.errors import SecuremlError
+    from secureml.versions import set_threads, thread_count
+
+    outcome = Outcome([], {}, [], [])
+    several = len(thread_counts) > 1
+    over = " x ".join(
+        part
+        for part in (f"{seeds} seeds" if seeds > 1 else "", "threads " + ",".join(map(str, thread_counts)) if several else "")
+        if part
+    )
+    for scenario in scenarios:
+        seed_list = runner.seeds_for(scenario, seeds)
+        runs: dict[int | None, list] = {}
+        try:
+            for threads in thread_counts:
+                set_threads(threads)
+                runs[threads] = [
+                    runner.run(scenario.with_seed(seed), mitigation=scenario.solution_path, ctx=ctx).evaluation
+                    for seed in seed_list
+                ]
+        except SecuremlError as error:
+            outcome.errors[scenario.id] = error.message()
+            continue
+        outcome.runs += [
+            {"scenario": scenario.id, "seed": seed, "threads": threads or thread_count(), "metrics": evaluation.metrics}
+            for threads, evaluations in runs.items()
+            for seed, evaluation in zip(seed_list, evaluations)
+        ]
+        every = [evaluation.metrics for evaluations in runs.values() for evaluation in evaluations]
+        spreads = spreads_of(every, over) if len(every) > 1 else None
+        if record_values:
+            first = runs[thread_counts[0]][0]
+            outcome.recorded.append(record(scenario, first.metrics, first.samples, spreads))
+            continue
+        if not scenario.expected:
+            outcome.errors[scenario.id] = "no expected values recorded; run `secureml verify --record --seeds 5`"
+        for threads, evaluations in runs.items():
+            outcome.checks += compare(scenario, evaluations[0].metrics, spreads, threads if several else None)
+    return outcome
 
 
 # --------------------------------------------------------------------------- recording
@@ -271,7 +353,7 @@ def junit_xml(checks: list[Check], errors: dict[str, str], properties: dict[str,
     for name, value in _flatten(properties):
         ElementTree.SubElement(listed, "property", name=name, value=str(value))
     for check in checks:
-        case = ElementTree.SubElement(suite, "testcase", classname=check.scenario, name=check.metric)
+        case = ElementTree.SubElement(suite, "testcase", classname=check.scenario, name=check.name)
         if check.status == "report":
             ElementTree.SubElement(case, "skipped", message=check.expected.source)
         elif not check.ok:
@@ -302,14 +384,14 @@ def checks_table(checks: list[Check]) -> Table:
     table = Table(title="secureml verify", title_justify="left")
     measured = any(check.spread is not None for check in checks)
     headers = ["scenario", "metric", "expected", "found", "diff", "tolerance", "n", "source"]
-    headers += ["seed SD", "covers"] if measured else []
+    headers += ["spread SD", "covers"] if measured else []
     for header in [*headers, ""]:
-        table.add_column(header, justify="right" if header in ("expected", "found", "diff", "tolerance", "n", "seed SD") else "left")
+        table.add_column(header, justify="right" if header in ("expected", "found", "diff", "tolerance", "n", "spread SD") else "left")
     for check in checks:
         expected = check.expected
         cells = [
             check.scenario,
-            check.metric,
+            check.name,
             f"{expected.value:.4g}",
             "missing" if check.found is None else f"{check.found:.4g}",
             "" if check.found is None else f"{check.difference:+.3g}",

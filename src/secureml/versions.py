@@ -144,6 +144,14 @@ def thread_count() -> int:
     return torch.get_num_threads()
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for what follows (None: leave torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @functools.cache
 def cpu() -> dict[str, object]:
     """The CPU model and its feature flags (which vector instructions torch may use, and
