@@ -21,18 +21,22 @@ from secureml.scenario import ExpectedValue
 
 def test_a_rate_over_100_images_at_0_92_gets_three_binomial_standard_errors():
     expected = verify.expected_for(0.92, Sample.rate(100, "attacked test images"))
-    standard_error = math.sqrt(0.92 * 0.08 / 100)  # 0.027, the issue's example
-    assert expected.tolerance == pytest.approx(3 * standard_error, abs=0.001)
-    assert expected.tolerance >= 3 * standard_error  # rounded up, never down
+    plain = math.sqrt(0.92 * 0.08 / 100)  # 0.027, the issue's example
+    # Agresti-Coull: 4.5 successes and failures added, p' = 96.5 / 109.
+    adjusted = math.sqrt((96.5 / 109) * (12.5 / 109) / 109)
+    assert 3 * adjusted <= expected.tolerance <= 3 * adjusted + 0.001  # rounded up, never down
+    assert 3 * plain < expected.tolerance < 4 * plain
     assert expected.n == 100
-    assert expected.source == "binomial: 3 SE at p=0.92, n=100"
+    assert expected.source == "binomial: 3 SE at p=0.92, n=100 (Agresti-Coull)"
 
 
-def test_a_rate_of_zero_allows_about_three_images_in_n_the_rule_of_three():
+def test_a_rate_of_zero_still_allows_a_few_images():
+    # 0 of 100 allows 5.7 images: evasion-02's victim went from 0 to 4 images robust to
+    # FGSM between 2 and 1 threads, more than a "rule of three" floor (3 images) allows.
     expected = verify.expected_for(0.0, Sample.rate(100, "attacked test images"))
-    assert 0.029 <= expected.tolerance <= 0.031
-    assert "clamped" in expected.source
-    assert verify.expected_for(1.0, Sample.rate(1000, "test images")).tolerance == pytest.approx(0.003, abs=1e-4)
+    assert 0.057 <= expected.tolerance <= 0.058
+    assert verify.Check("evasion-02", "victim.robust_accuracy.fgsm", expected, found=0.04).ok
+    assert verify.expected_for(1.0, Sample.rate(1000, "test images")).tolerance == pytest.approx(0.0063, abs=1e-4)
 
 
 def test_a_spread_over_seeds_wider_than_binomial_wins_and_says_so():
@@ -81,7 +85,7 @@ def test_drift_names_metric_expected_found_tolerance_and_source():
     check = verify.Check("evasion-01", "mitigated.robust_accuracy", expected, found=0.80)
     assert check.status == "drift"
     text = check.describe()
-    for part in ("evasion-01", "mitigated.robust_accuracy", "0.92", "± 0.082", "binomial: 3 SE at p=0.92, n=100", "0.8", "-0.12"):
+    for part in ("evasion-01", "mitigated.robust_accuracy", "0.92", "± 0.092", "binomial: 3 SE at p=0.92, n=100", "0.8", "-0.12"):
         assert part in text, part
 
 
@@ -113,7 +117,7 @@ def test_junit_report_carries_the_environment_tolerance_and_source(tmp_path):
     assert properties["threads"] == "2"
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("4", "1", "1", "1")
     failure = suite.find("testcase[@name='mitigated.robust_accuracy']/failure")
-    assert "binomial: 3 SE at p=0.92, n=100" in failure.text and "found 0.8" in failure.text
+    assert "binomial: 3 SE at p=0.92, n=100 (Agresti-Coull)" in failure.text and "found 0.8" in failure.text
     skipped = suite.find("testcase[@name='mitigated.mean_perturbation.cw-l2']/skipped")
     assert skipped.get("message") == "report only: mean over 8 images cw-l2 fooled"
 
@@ -130,7 +134,7 @@ def test_record_writes_value_tolerance_n_and_source_that_load_back(tmp_path):
     verify.record(loaded, metrics, samples, {"score": verify.Spread(3.1, 5, "5 seeds")})
     again = scenarios.load(path)
     assert again.expected["victim.clean_accuracy"] == ExpectedValue(
-        value=0.955, tolerance=0.02, n=1000, source="binomial: 3 SE at p=0.955, n=1000"
+        value=0.955, tolerance=0.021, n=1000, source="binomial: 3 SE at p=0.955, n=1000 (Agresti-Coull)"
     )
     assert again.expected["mitigated.mean_perturbation.cw-l2"].tolerance is None
     assert again.expected["score"].tolerance == pytest.approx(9.3)

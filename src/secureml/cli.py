@@ -265,7 +265,7 @@ def _set_threads(threads: int | None) -> None:
     set_threads(threads)
 
 
-def _run_options(*, seed: bool, seeds_help: str, threads: click.Option | None = None):
+def _run_options(*, seed: bool, seeds_help: str, threads=None):
     """The options `run` and `verify` share (`verify` always runs the recorded seed, and
     may check several thread counts)."""
 
