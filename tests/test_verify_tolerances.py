@@ -46,6 +46,13 @@ def test_a_spread_over_seeds_wider_than_binomial_wins_and_says_so():
     assert "wider than binomial" in expected.source
 
 
+def test_a_rate_whose_measured_spread_spans_every_possible_rate_is_reported_not_verified():
+    # poisoning-01's ActivationDefence ASR over 3 seeds x 2 thread counts: 0.19 to 0.72.
+    expected = verify.expected_for(0.64, Sample.rate(900, "triggered test images"), verify.Spread(0.25, 6, "3 seeds"))
+    assert expected.tolerance is None
+    assert expected.source == "report only: 3 SD over 3 seeds (SD 0.25) spans every possible rate"
+
+
 def test_a_mean_over_a_few_fooled_images_is_reported_but_not_verified():
     # evasion-01's mean CW perturbation over 8 fooled images moved from 0.144 to 0.105
     # between two machines; no fixed band fits a mean over so few images.

@@ -36,7 +36,7 @@ import json
 import math
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
@@ -93,7 +93,7 @@ def expected_for(
     """The recorded form of one metric: its value with a tolerance, n and the source.
 
     sample: what the metric is measured over (None: derived from other metrics).
-    spread: its SD measured over seeds, when recording with `--seeds N`.
+    spread: its SD measured over seeds and thread counts (`--record --seeds N --threads ...`).
     previous: what was recorded before; a measured tolerance is kept when nothing new was measured.
     """
     value = float(value)
@@ -105,6 +105,11 @@ def expected_for(
         tolerance, source = binomial(value, n)
         if measured and _round_up(Z * spread.sd) > tolerance:
             tolerance = _round_up(Z * spread.sd)
+            if tolerance >= max(value, 1.0 - value):
+                # ART's ActivationDefence re-clusters features: over 3 seeds its ASR on
+                # poisoning-01 ran from 0.19 to 0.72. A band over all of [0, 1] checks nothing.
+                source = f"report only: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}) spans every possible rate"
+                return ExpectedValue(value=value, tolerance=None, n=n, source=source)
             source = f"measured: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}), wider than {source}"
         return ExpectedValue(value=value, tolerance=tolerance, n=n, source=source)
     what = f"mean over {n} {sample.items}" if sample is not None else "derived from other metrics"
@@ -121,7 +126,7 @@ def expected_for(
     if previous is not None and previous.verified and previous.source.startswith("measured"):
         return ExpectedValue(value=value, tolerance=previous.tolerance, n=n, source=previous.source)
     return ExpectedValue(
-        value=value, tolerance=None, n=n, source=f"report only: {what}; `verify --record --seeds 3` measures it"
+        value=value, tolerance=None, n=n, source=f"report only: {what}; `verify --record --seeds 3 --threads 2 --threads 1` measures it"
     )
 
 
@@ -233,7 +238,7 @@ class Outcome:
     checks: list[Check]
     errors: dict[str, str]
     recorded: list[Path]
-    # Every run's metrics: {"scenario", "seed", "threads", "metrics"}, for `--json`.
+    # Every run: {"scenario", "seed", "threads", "metrics", "samples"}, for `--json`.
     runs: list[dict[str, Any]]
 
 
@@ -273,7 +278,13 @@ def verify_scenarios(
             outcome.errors[scenario.id] = error.message()
             continue
         outcome.runs += [
-            {"scenario": scenario.id, "seed": seed, "threads": threads or thread_count(), "metrics": evaluation.metrics}
+            {
+                "scenario": scenario.id,
+                "seed": seed,
+                "threads": threads or thread_count(),
+                "metrics": evaluation.metrics,
+                "samples": {name: asdict(sample) for name, sample in evaluation.samples.items()},
+            }
             for threads, evaluations in runs.items()
             for seed, evaluation in zip(seed_list, evaluations)
         ]
