@@ -408,7 +408,7 @@ def checks_table(checks: list[Check]) -> Table:
             check.name,
             f"{expected.value:.4g}",
             "missing" if check.found is None else f"{check.found:.4g}",
-            "" if check.found is None else f"{check.difference:+.3g}",
+            _difference(check),
             f"{expected.tolerance:.3g}" if expected.verified else "-",
             "" if expected.n is None else str(expected.n),
             expected.source,
@@ -420,3 +420,11 @@ def checks_table(checks: list[Check]) -> Table:
         label = {"report": "report", "ok": "ok"}.get(check.status, check.status.upper())
         table.add_row(*[escape(cell) if index < 8 else cell for index, cell in enumerate(cells)], f"[{style}]{label}[/{style}]")
     return table
+
+
+def _difference(check: Check) -> str:
+    if check.found is None:
+        return ""
+    # Values are recorded to 6 significant digits: a difference below that is none.
+    within = abs(check.difference) <= SLACK * max(1.0, abs(check.found))
+    return f"{0.0 if within else check.difference:+.3g}"
