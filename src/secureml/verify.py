@@ -58,6 +58,8 @@ Z = 3.0
 MIN_MEAN_ITEMS = 30
 # Float comparisons: a value read back from YAML (6 significant digits) must still match.
 SLACK = 1e-6
+# How to record with measured spreads: six runs per scenario (README, "Reproducibility").
+MEASURE = "secureml verify --record --seeds 3 --threads 2 --threads 1"
 
 
 # --------------------------------------------------------------------------- tolerances
@@ -126,7 +128,7 @@ def expected_for(
     if previous is not None and previous.verified and previous.source.startswith("measured"):
         return ExpectedValue(value=value, tolerance=previous.tolerance, n=n, source=previous.source)
     return ExpectedValue(
-        value=value, tolerance=None, n=n, source=f"report only: {what}; `verify --record --seeds 3 --threads 2 --threads 1` measures it"
+        value=value, tolerance=None, n=n, source=f"report only: {what}; `{MEASURE}` measures it"
     )
 
 
@@ -170,7 +172,8 @@ class Check:
 
     @property
     def covered(self) -> bool | None:
-        """Does the tolerance cover Z SD of the spread measured over seeds? None if unmeasured."""
+        """Does the tolerance cover Z SD of the spread measured over seeds and thread counts?
+        None if unmeasured."""
         if self.spread is None or self.spread.runs < 2 or not self.expected.verified:
             return None
         return self.expected.tolerance + SLACK >= Z * self.spread.sd
@@ -243,7 +246,12 @@ class Outcome:
 
 
 def verify_scenarios(
-    scenarios: list[ScenarioBase], ctx, *, seeds: int = 1, thread_counts: tuple[int | None, ...] = (None,), record_values: bool = False
+    scenarios: list[ScenarioBase],
+    ctx,
+    *,
+    seeds: int = 1,
+    thread_counts: tuple[int | None, ...] = (None,),
+    record_values: bool = False,
 ) -> Outcome:
     """Run each scenario's reference solution at its seed (and the next seeds - 1), at each
     thread count, then compare with (or, with `record_values`, record) its expected values.
@@ -259,11 +267,9 @@ def verify_scenarios(
 
     outcome = Outcome([], {}, [], [])
     several = len(thread_counts) > 1
-    over = " x ".join(
-        part
-        for part in (f"{seeds} seeds" if seeds > 1 else "", "threads " + ",".join(map(str, thread_counts)) if several else "")
-        if part
-    )
+    varied = [f"{seeds} seeds"] if seeds > 1 else []
+    varied += ["threads " + ",".join(map(str, thread_counts))] if several else []
+    over = " x ".join(varied)
     for scenario in scenarios:
         seed_list = runner.seeds_for(scenario, seeds)
         runs: dict[int | None, list] = {}
@@ -295,7 +301,7 @@ def verify_scenarios(
             outcome.recorded.append(record(scenario, first.metrics, first.samples, spreads))
             continue
         if not scenario.expected:
-            outcome.errors[scenario.id] = "no expected values recorded; run `secureml verify --record --seeds 5`"
+            outcome.errors[scenario.id] = f"no expected values recorded; run `{MEASURE} {scenario.id}`"
         for threads, evaluations in runs.items():
             outcome.checks += compare(scenario, evaluations[0].metrics, spreads, threads if several else None)
     return outcome
