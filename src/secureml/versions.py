@@ -101,7 +101,8 @@ def _files_of(module: str, whole_package: bool) -> list[Path]:
     return []  # `from secureml.x import name` where name is not a module
 
 
-def _secureml_imports(path: Path) -> list[str]:
+@functools.cache
+def _secureml_imports(path: Path) -> tuple[str, ...]:
     """Every secureml module `path` imports, wherever the import statement is."""
     found: list[str] = []
 
@@ -128,7 +129,7 @@ def _secureml_imports(path: Path) -> list[str]:
                 found.extend(f"{module}.{alias.name}" for alias in node.names)
 
     Imports().visit(ast.parse(path.read_bytes(), filename=str(path)))
-    return found
+    return tuple(found)
 
 
 def _ours(module: str) -> bool:
