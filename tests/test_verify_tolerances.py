@@ -78,6 +78,9 @@ def test_a_derived_metric_identical_in_every_run_is_reported_not_given_a_zero_ba
     expected = verify.expected_for(100.0, None, verify.Spread(0.0, 6, "3 seeds x threads 2,1"))
     assert expected.tolerance is None
     assert expected.source.startswith("report only: identical over 3 seeds x threads 2,1")
+    # An L-inf attack's mean perturbation is its epsilon up to float32 rounding.
+    rounding = verify.expected_for(0.3, Sample.mean(94, "images fgsm fooled"), verify.Spread(2.5e-8, 6, "3 seeds"))
+    assert rounding.tolerance is None and rounding.source.startswith("report only: identical")
 
 
 def test_counts_and_constants_must_reproduce_exactly():
