@@ -78,9 +78,10 @@ def test_a_derived_metric_identical_in_every_run_is_reported_not_given_a_zero_ba
     expected = verify.expected_for(100.0, None, verify.Spread(0.0, 6, "3 seeds x threads 2,1"))
     assert expected.tolerance is None
     assert expected.source.startswith("report only: identical over 3 seeds x threads 2,1")
-    # An L-inf attack's mean perturbation is its epsilon up to float32 rounding.
-    rounding = verify.expected_for(0.3, Sample.mean(94, "images fgsm fooled"), verify.Spread(2.5e-8, 6, "3 seeds"))
-    assert rounding.tolerance is None and rounding.source.startswith("report only: identical")
+    # An attack pinned at its budget: its mean perturbation is epsilon up to float32 rounding.
+    for value, sd in ((0.3, 2.5e-8), (0.99997, 5.4e-6)):
+        pinned = verify.expected_for(value, Sample.mean(94, "images fooled"), verify.Spread(sd, 6, "3 seeds"))
+        assert pinned.tolerance is None and pinned.source.startswith("report only: identical")
 
 
 def test_counts_and_constants_must_reproduce_exactly():
@@ -151,3 +152,11 @@ def test_record_writes_value_tolerance_n_and_source_that_load_back(tmp_path):
     text = path.read_text()
     assert text.startswith("# White-box")  # comments above the block stay
     assert yaml.safe_load(text)["expected"]["score"]["source"].startswith("measured: 3 SD over 5 seeds")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recorded_value_says_where_its_tolerance_came_from(path):
+    for name, expected in scenarios.load(path).expected.items():
+        assert expected.source.split(":")[0] in ("binomial", "measured", "report only", "exact"), name
+        if expected.source.startswith("binomial"):
+            assert expected.n, name
