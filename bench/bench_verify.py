@@ -27,7 +27,7 @@ def start(threads: int, ids: list[str], cache: Path) -> subprocess.Popen:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "SECUREML_CACHE": str(cache)},
+        env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "SECUREML_CACHE": str(cache)},  # as tests/test_ci_verify.py
     )
 
 

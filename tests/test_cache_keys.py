@@ -47,7 +47,7 @@ def _train(package, cache) -> dict:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(package.parent), "SECUREML_HOME": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(package.parent)},
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
