@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench wheel clean bubblewrap
+.PHONY: demo test test-fast verify bench wheel clean bubblewrap
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test-fast: $(STAMP) bubblewrap
 # The sdist and the wheel to hand to trainees: no solution, no hidden variant (see setup.py).
 wheel: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist
+
+# What CI checks inside `make test` (tests/test_ci_verify.py), one thread count after the
+# other: every scenario recomputed from scratch, JUnit reports in out/verify/.
+verify: $(STAMP)
+	mkdir -p out/verify
+	$(BIN)/secureml verify --no-cache --threads 1 --junit out/verify/threads-1.xml
+	$(BIN)/secureml verify --no-cache --threads 2 --junit out/verify/threads-2.xml
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

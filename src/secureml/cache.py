@@ -1,9 +1,11 @@
 """A content-hash cache for trained victims and attack artefacts.
 
-Keys are sha256 hashes of everything that determines the artefact (config, data hash,
-seed, package versions), so a stale entry can never be returned: a change gives a new key.
-Entries are written atomically (temp file + rename), so a crash leaves no half-written
-entry. Arrays are stored with safetensors or `.npy` and read without pickle.
+Keys are sha256 hashes of everything that determines the artefact: the config, the data
+hash, the seed, the package versions and a hash of the secureml source that computes it
+(`secureml.versions.software_key`), so a stale entry can never be returned: a change to
+any of them, an edit to the code included, gives a new key. Entries are written
+atomically (temp file + rename), so a crash leaves no half-written entry. Arrays are
+stored with safetensors or `.npy` and read without pickle.
 """
 
 from __future__ import annotations
@@ -44,11 +46,16 @@ def content_key(*parts: Any) -> str:
 class Cache:
     """Files under `root/<kind>/<key>.<suffix>`; counts hits and misses per kind."""
 
-    def __init__(self, root: Path | None = None, *, enabled: bool = True, read_only: bool = False) -> None:
+    def __init__(
+        self, root: Path | None = None, *, enabled: bool = True, read_only: bool = False, reuse: bool = True
+    ) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.enabled = enabled
         # Read-only caches serve entries shipped with a mitigation's inputs.
         self.read_only = read_only
+        # reuse=False (`--no-cache`) reads nothing and still stores what it computed: the
+        # fresh results replace the old ones, as `docker build --no-cache` does.
+        self.reuse = reuse
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
 
@@ -60,7 +67,7 @@ class Cache:
     def load_tensors(self, kind: str, key: str) -> dict[str, Any] | None:
         """numpy arrays stored with safetensors, or None on a miss."""
         path = self.path(kind, key, "safetensors")
-        if not (self.enabled and path.is_file()):
+        if not (self.enabled and self.reuse and path.is_file()):
             self.misses[kind] += 1
             return None
         from safetensors.numpy import load_file
@@ -86,7 +93,7 @@ class Cache:
 
     def load_json(self, kind: str, key: str) -> Any | None:
         path = self.path(kind, key, "json")
-        if not (self.enabled and path.is_file()):
+        if not (self.enabled and self.reuse and path.is_file()):
             self.misses[kind] += 1
             return None
         try:

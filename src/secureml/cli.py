@@ -301,7 +301,7 @@ def _context(out_dir: Path | None, data_root: Path | None, device: str, no_cache
 
     progress = NO_PROGRESS if quiet else RichProgress()
     return RunContext(
-        cache=Cache(enabled=not no_cache),
+        cache=Cache(reuse=not no_cache),
         data_root=data_root,
         device=device,
         progress=progress,
@@ -310,28 +310,40 @@ def _context(out_dir: Path | None, data_root: Path | None, device: str, no_cache
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+    from secureml.versions import set_threads
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
-def run_options(function):
-    options = [
-        click.option("--seed", type=int, help="Override the scenario's seed."),
-        click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Repeat over N seeds (seed, seed+1, ...) and report mean ± std."),
-        click.option("--data-root", type=click.Path(path_type=Path), envvar="SECUREML_DATA",
-                     help="Folder with torchvision datasets [env: SECUREML_DATA]."),
-        click.option("--device", default="cpu", show_default=True,
-                     help="cpu, cuda, or auto (CUDA when present)."),
-        click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (recorded in results)."),
-        click.option("--no-cache", is_flag=True, help="Recompute victims and attacks instead of reusing them."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON only (no tables, no progress bars)."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+def _run_options(*, seed: bool, seeds_help: str, threads=None):
+    """The options `run` and `verify` share (`verify` always runs the recorded seed, and
+    may check several thread counts)."""
+
+    def decorate(function):
+        options = [
+            *([click.option("--seed", type=int, help="Override the scenario's seed.")] if seed else []),
+            click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help=seeds_help),
+            *_SHARED_OPTIONS,
+            threads or click.option("--threads", type=click.IntRange(min=1),
+                                    help="torch CPU threads (recorded in results)."),
+        ]
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+_SHARED_OPTIONS = [
+    click.option("--data-root", type=click.Path(path_type=Path), envvar="SECUREML_DATA",
+                 help="Folder with torchvision datasets [env: SECUREML_DATA]."),
+    click.option("--device", default="cpu", show_default=True,
+                 help="cpu, cuda, or auto (CUDA when present)."),
+    click.option("--no-cache", is_flag=True,
+                 help="Recompute victims and attacks instead of reusing them (the fresh results replace the cached ones)."),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON only (no tables, no progress bars)."),
+]
+run_options = _run_options(seed=True, seeds_help="Repeat over N seeds (seed, seed+1, ...) and report mean ± std.")
 
 
 @cli.command()
@@ -387,26 +399,42 @@ def run(scenario_id, mitigation, out_dir, seed, seeds, data_root, device, thread
 
 @cli.command()
 @click.argument("scenario_ids", nargs=-1, metavar="[ID|FILE]...")
-@click.option("--record", is_flag=True, help="Write the measured values into each scenario file.")
+@click.option("--record", is_flag=True,
+              help="Write the measured values, tolerances, sample sizes and sources into each scenario file.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
 @click.option("--instructor", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="A clone of secureml holding the reference solutions [default: SECUREML_HOME, "
                    "or the checkout secureml runs from or is run in].")
-@run_options
-def verify(scenario_ids, record, junit, instructor, seed, seeds, data_root, device, threads, no_cache,
+@_run_options(
+    seed=False,
+    seeds_help="Also run the next N-1 seeds and show each metric's spread over them.",
+    threads=click.option("--threads", type=click.IntRange(min=1), multiple=True,
+                         help="torch CPU threads. Repeat it (--threads 1 --threads 2) to check each "
+                              "count; the cache is then not read."),
+)
+def verify(scenario_ids, record, junit, instructor, seeds, data_root, device, threads, no_cache,
            as_json) -> None:
     """Check that scenarios reproduce the metrics recorded in their files, within tolerance.
 
-    Each scenario runs with its recorded seed and its lab's reference solution.
-    Exits 5 if any metric drifted.
+    Each scenario runs with its recorded seed and its lab's reference solution, and every
+    metric is compared with the `expected:` block of its file: value, tolerance, sample
+    size and where the tolerance came from (binomial spread for rates, spread measured
+    over seeds for derived numbers). Exits 5 if any metric drifted.
+
+    With --seeds N the next N-1 seeds run too, and the table shows whether each tolerance
+    covers 3 SD of the spread they measure; with --record those spreads set the tolerances
+    of derived metrics. Cached victims and attack results are reused only under a key
+    that carries the config, data, seed, package versions and a hash of the code that
+    computed them; --no-cache recomputes everything (CI does).
 
     \b
     Examples:
       secureml verify
-      secureml verify poisoning-01 --junit verify.xml
-      secureml verify poisoning-02 --record
+      secureml verify --no-cache --threads 1 --junit verify-1.xml
+      secureml verify poisoning-01 --seeds 5
+      secureml verify poisoning-02 --record --seeds 5 --threads 1 --threads 2
     """
-    from secureml import paths, report, runner, scenario
+    from secureml import paths, report, scenario, versions
     from secureml import verify as verifying
     from secureml.errors import VerifyDrift
 
@@ -415,70 +443,77 @@ def verify(scenario_ids, record, junit, instructor, seed, seeds, data_root, devi
         scenarios = [scenario.load(s) for s in scenario_ids] if scenario_ids else scenario.load_all()
         for loaded in scenarios:
             paths.require_solution(loaded)  # before any run: one clear message, nothing faked
-        _set_threads(threads)
+        thread_counts = tuple(dict.fromkeys(threads)) or (None,)
+        no_cache = no_cache or len(thread_counts) > 1
         ctx = _context(None, data_root, device, no_cache, quiet=as_json)
-        checks, errors, recorded = [], {}, []
         with ctx.progress:
-            for loaded in scenarios:
-                if seed is not None:
-                    loaded = loaded.with_seed(seed)
-                try:
-                    runs = [
-                        runner.run(loaded.with_seed(s), mitigation=loaded.solution_path, ctx=ctx)
-                        for s in runner.seeds_for(loaded, seeds)
-                    ]
-                except SecuremlError as error:
-                    errors[loaded.id] = error.message()
-                    continue
-                metrics = runner.summarise_seeds(runs).mean
-                if record:
-                    recorded.append(str(verifying.record(loaded, metrics)))
-                else:
-                    checks += verifying.compare(loaded, metrics)
-                    if not loaded.expected:
-                        errors[loaded.id] = "no expected values recorded; run `secureml verify --record`"
+            outcome = verifying.verify_scenarios(
+                scenarios, ctx, seeds=seeds, thread_counts=thread_counts, record_values=record
+            )
+        checks, errors, recorded = outcome.checks, outcome.errors, [str(path) for path in outcome.recorded]
+        provenance = {
+            **versions.environment(device),
+            "threads": ",".join(map(str, thread_counts)) if len(thread_counts) > 1 else versions.thread_count(),
+            "versions": versions.versions(),
+            "cache": "not read (--no-cache): every result was computed in this run"
+            if no_cache else _cache_note(ctx.cache.summary()),
+        }
         if junit:
-            junit.write_text(verifying.junit_xml(checks, errors))
+            junit.write_text(verifying.junit_xml(checks, errors, provenance))
         drifted = [c for c in checks if not c.ok]
         if as_json:
             click.echo(json.dumps({
-                "checks": [
-                    {"scenario": c.scenario, "metric": c.metric, "expected": c.expected,
-                     "found": c.found, "tolerance": c.tolerance, "ok": c.ok}
-                    for c in checks
-                ],
+                "checks": [c.to_json() for c in checks],
                 "errors": errors,
                 "recorded": recorded,
+                "runs": outcome.runs,
+                "environment": provenance,
             }, indent=2))
         else:
-            _print_checks(checks, errors, recorded, report.console())
+            _print_checks(checks, errors, recorded, provenance, report.console())
         if (drifted or errors) and as_json:
             sys.exit(VerifyDrift.exit_code)  # the JSON above already says what drifted
         if drifted or errors:
             raise VerifyDrift(
-                f"{len(drifted)} metric(s) drifted, {len(errors)} scenario(s) failed to run",
+                f"{len(drifted)} metric(s) drifted, {len(errors)} scenario(s) failed to run"
+                + "".join(f"\n  {c.describe()}" for c in drifted),
                 fix="if the change is intended, record the new values with `secureml verify --record`",
             )
 
 
-def _print_checks(checks, errors, recorded, out) -> None:
-    from rich.table import Table
+def _cache_note(summary: dict[str, dict[str, int]]) -> str:
+    reused = {kind: counts["hits"] for kind, counts in summary.items() if counts["hits"]}
+    if not reused:
+        return "nothing reused: every result was computed in this run"
+    return "reused " + ", ".join(f"{kind} {count}" for kind, count in reused.items()) + " (--no-cache recomputes)"
+
+
+def _print_checks(checks, errors, recorded, provenance, out) -> None:
+    from rich.markup import escape
+
+    from secureml import verify as verifying
 
     if checks:
-        table = Table(title="secureml verify", title_justify="left")
-        for header in ("scenario", "metric", "expected", "found", "diff", "tolerance", ""):
-            table.add_column(header, justify="right" if header in ("expected", "found", "diff", "tolerance") else "left")
-        for c in checks:
-            found = "missing" if c.found is None else f"{c.found:.4f}"
-            table.add_row(
-                c.scenario, c.metric, f"{c.expected:.4f}", found, f"{c.difference:+.4f}",
-                f"{c.tolerance:g}", "[green]ok[/green]" if c.ok else "[red]DRIFT[/red]",
+        out.print(verifying.checks_table(checks))
+    for check in checks:
+        if not check.ok:
+            out.print(f"[red]DRIFT[/red] {escape(check.describe())}")
+        elif check.covered is False:
+            out.print(
+                f"[yellow]note:[/yellow] {escape(check.name)} of {check.scenario}: tolerance "
+                f"{check.expected.tolerance:.3g} is narrower than {verifying.Z:g} SD over {check.spread.over} "
+                f"({verifying.Z * check.spread.sd:.3g}); record it again with --record and the same --seeds/--threads"
             )
-        out.print(table)
     for scenario_id, message in errors.items():
-        out.print(f"[red]{scenario_id}[/red]: {message}", markup=True)
+        out.print(f"[red]{scenario_id}[/red]: {escape(message)}")
     for path in recorded:
         out.print(f"recorded expected values in {path}")
+    cpu, build = provenance["cpu"], provenance["torch"]
+    out.print(
+        f"[dim]{provenance['threads']} threads, {escape(str(cpu['model']))}, torch {build['version']} "
+        f"({build['build']}, deterministic algorithms {'on' if build['deterministic_algorithms'] else 'off'}); "
+        f"cache: {provenance['cache']}[/dim]"
+    )
 
 
 # --------------------------------------------------------------------------- grade

@@ -168,9 +168,9 @@ def train_cached(
 
 def victim_key(victim: VictimConfig, x, y, *, num_classes: int, seed: int) -> str:
     from secureml.cache import content_key
-    from secureml.versions import versions_of
+    from secureml.versions import software_key
 
-    software = versions_of("secureml", "torch")
+    software = software_key("secureml.models")
     return content_key(
         "victim", victim.model_dump(mode="json"), num_classes, seed, software, x, y
     )

@@ -7,14 +7,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from secureml.families import family_of
 from secureml.families.base import Evaluation, RunContext
 from secureml.scenario import ScenarioBase
-from secureml.versions import thread_count, versions
+from secureml.versions import environment, thread_count, versions
 
 
 @dataclass
@@ -27,6 +27,8 @@ class RunResult:
     cache: dict[str, dict[str, int]]
     threads: int
     hidden_variant: bool = False
+    # Where it ran: CPU model and flags, torch build, deterministic algorithms, source hash.
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         evaluation = self.evaluation
@@ -40,6 +42,8 @@ class RunResult:
             "score_method": evaluation.score.method,
             "score_capped_by": evaluation.score.capped_by,
             "metrics": {name: _round(value) for name, value in evaluation.metrics.items()},
+            # What each metric is measured over: {"kind": "rate", "n": 1000, "items": "test images"}.
+            "samples": {name: asdict(sample) for name, sample in evaluation.samples.items()},
             "rows": [
                 {"condition": row.condition, "note": row.note, **{k: _round(v) for k, v in row.metrics.items()}}
                 for row in evaluation.rows
@@ -53,6 +57,7 @@ class RunResult:
             "hidden_variant": self.hidden_variant,
             "versions": versions(),
             "threads": self.threads,
+            "environment": self.environment,
             "timings_s": {name: round(value, 3) for name, value in self.timings_s.items()},
             "cache": self.cache,
         }
@@ -127,6 +132,7 @@ def run(
         cache=ctx.cache.summary(),
         threads=thread_count(),
         hidden_variant=hidden_variant,
+        environment=environment(ctx.device),
     )
 
 

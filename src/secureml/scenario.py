@@ -83,8 +83,22 @@ class MitigationConfig(StrictModel):
 
 
 class ExpectedValue(StrictModel):
+    """One recorded metric: its value, how far it may move, and why that far.
+
+    `secureml verify --record` writes these; `secureml.verify` explains the rules.
+    """
+
     value: float
-    tolerance: float = Field(ge=0)
+    # None: reported in the table but never verified (e.g. a mean over a few images).
+    tolerance: float | None = Field(ge=0)
+    # The sample size behind the value: images for a rate, items averaged for a mean.
+    n: int | None = Field(default=None, ge=1)
+    # Where the tolerance came from, e.g. "binomial: 3 SE at p=0.92, n=100".
+    source: str = "set by hand"
+
+    @property
+    def verified(self) -> bool:
+        return self.tolerance is not None
 
 
 class ScenarioBase(StrictModel):
@@ -103,7 +117,7 @@ class ScenarioBase(StrictModel):
     dataset: DatasetConfig
     victim: VictimConfig
     mitigation: MitigationConfig
-    # Recorded by `secureml verify --record`: metric name -> value and tolerance.
+    # Recorded by `secureml verify --record`: metric name -> value, tolerance, n and source.
     expected: dict[str, ExpectedValue] = Field(default_factory=dict)
 
     # Set by the loader, not by the file.

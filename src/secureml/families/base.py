@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from secureml.progress import NO_PROGRESS, Progress
 
@@ -53,6 +53,32 @@ class Row:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What a metric is measured over, so that `secureml verify` can give it a tolerance.
+
+    kind "rate": the share of `n` items that something happened to (binomial spread);
+    "mean": the average of a continuous value over `n` items (e.g. the images an attack
+    fooled); "exact": a count or a constant that must reproduce exactly.
+    A metric without a Sample (a score, a count of kept samples) is derived from others.
+    """
+
+    kind: Literal["rate", "mean", "exact"]
+    n: int | None = None
+    items: str = ""  # what the n are: "test images", "fooled images", ...
+
+    @classmethod
+    def rate(cls, n: int, items: str) -> Sample:
+        return cls("rate", int(n), items)
+
+    @classmethod
+    def mean(cls, n: int, items: str) -> Sample:
+        return cls("mean", int(n), items)
+
+
+EXACT = Sample("exact")
+
+
 @dataclass
 class Evaluation:
     """What the grader measured for one mitigation. Nothing here comes from trainee code."""
@@ -64,6 +90,8 @@ class Evaluation:
     flags: list[str] = field(default_factory=list)
     pictures: dict[str, Path] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    # metric name -> what it is measured over (see Sample); derived metrics are absent.
+    samples: dict[str, Sample] = field(default_factory=dict)
 
 
 class Family(Protocol):

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 from secureml import models
 from secureml.cache import content_key
 from secureml.errors import MitigationError
-from secureml.families.base import Evaluation, RunContext, Row
+from secureml.families.base import EXACT, Evaluation, RunContext, Row, Sample
 from secureml.families.evasion import attacks, checks
 from secureml.families.evasion.attacks import SuiteResult
 from secureml.families.evasion.config import GRADIENT_FREE, PreprocessPipeline
 from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed
 from secureml.scoring import robust_accuracy_calibrated
-from secureml.versions import versions_of
+from secureml.versions import software_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,7 +131,7 @@ class _EvasionFamily:
         scenario = stage.scenario
         suite_config = scenario.evaluation
         names = [attack.name for attack in suite_config.attacks]
-        software = versions_of("secureml", "torch", "art")
+        software = software_key("secureml.families.evasion")
         key = content_key(
             "evasion-report",
             subject.identity,
@@ -276,6 +276,15 @@ class _EvasionFamily:
             "attack_seconds": {name: round(o.seconds, 2) for name, o in mine.suite.outcomes.items()},
             "curve_epsilons": list(scenario.evaluation.curve.epsilons),
         }
+        samples = {
+            **self._samples("victim", none, stage),
+            **self._samples("mitigated", mine, stage),
+            "mitigated.zero_gradient_share": Sample.rate(
+                min(scenario.masking.gradient_check_samples, int(mine.suite.clean_correct.sum())), "images checked"
+            ),
+            "mitigated.flags": EXACT,
+            "mitigated.naive_robust_accuracy": Sample.rate(len(stage.y_attack), "attacked test images"),
+        }
         return Evaluation(
             metrics=metrics,
             score=score,
@@ -284,7 +293,28 @@ class _EvasionFamily:
             flags=flags,
             pictures=pictures,
             details=details,
+            samples={name: sample for name, sample in samples.items() if name in metrics},
         )
+
+    def _samples(self, prefix: str, report: Report, stage: EvasionStage) -> dict[str, Sample]:
+        """What each metric of `_metrics` is measured over."""
+        import numpy as np
+
+        suite = report.suite
+        attacked = Sample.rate(len(stage.y_attack), "attacked test images")
+        samples = {
+            f"{prefix}.clean_accuracy": Sample.rate(len(stage.split.y_test), "test images"),
+            f"{prefix}.robust_accuracy": attacked,
+            f"{prefix}.mean_perturbation": Sample.mean(
+                int(np.isfinite(suite.smallest_successful_norms()).sum()), "images some attack fooled"
+            ),
+        }
+        for name, outcome in suite.outcomes.items():
+            samples[f"{prefix}.robust_accuracy.{name}"] = attacked
+            samples[f"{prefix}.mean_perturbation.{name}"] = Sample.mean(int(outcome.fooled.sum()), f"images {name} fooled")
+        for epsilon in stage.scenario.evaluation.curve.epsilons:
+            samples[f"{prefix}.pgd_curve@{epsilon:g}"] = attacked
+        return samples
 
     def _metrics(self, prefix: str, report: Report, scenario) -> dict[str, float]:
         suite = report.suite

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from secureml import models
 from secureml.cache import content_key
 from secureml.errors import MitigationError
-from secureml.families.base import Evaluation, RunContext, Row, VictimTools, write_victim_inputs
+from secureml.families.base import EXACT, Evaluation, RunContext, Row, Sample, VictimTools, write_victim_inputs
 from secureml.families.inversion.attacks import (
     Reconstructions,
     invert_outputs,
@@ -39,7 +39,7 @@ from secureml.families.inversion.leakage import Leakage, class_means, measure
 from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import Score, inversion_calibrated
-from secureml.versions import versions_of
+from secureml.versions import software_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,7 +109,7 @@ class _InversionFamily:
     # ------------------------------------------------------------------ the shared stage
 
     def _stage(self, scenario, split: Split, ctx: RunContext) -> InversionStage:
-        software = versions_of("secureml", "torch", "art")
+        software = software_key("secureml.families.inversion")
         key = content_key(
             f"{self.name}-stage",
             scenario.attack.model_dump(mode="json"),
@@ -218,7 +218,26 @@ class _InversionFamily:
                     "mitigated": mitigated.leakage.per_class_accuracy,
                 },
             },
+            samples={
+                **self._samples("victim", stage.none, stage),
+                **self._samples("mitigated", mitigated, stage),
+                # Chance (white-box) is a constant; the label-only API's floor is measured.
+                "floor.attack_accuracy": EXACT
+                if stage.floor_outcome is None
+                else self._samples("floor", stage.floor_outcome, stage)["floor.attack_accuracy"],
+            },
         )
+
+    @staticmethod
+    def _samples(prefix: str, outcome: Outcome, stage: InversionStage) -> dict[str, Sample]:
+        """What each metric is measured over: the utility test images, the reconstructions."""
+        images = len(outcome.reconstructions.labels)
+        return {
+            f"{prefix}.utility": Sample.rate(len(stage.holdout.y_test), "test images"),
+            f"{prefix}.attack_accuracy": Sample.rate(images, "reconstructions"),
+            f"{prefix}.mse": Sample.mean(images, "reconstructions"),
+            f"{prefix}.ssim": Sample.mean(images, "reconstructions"),
+        }
 
     @staticmethod
     def _row(outcome: Outcome) -> dict[str, float]:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from secureml import models
 from secureml.cache import content_key
 from secureml.errors import MitigationError
-from secureml.families.base import Evaluation, RunContext, Row, VictimTools, write_victim_inputs
+from secureml.families.base import Evaluation, RunContext, Row, Sample, VictimTools, write_victim_inputs
 from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, triggered_test_set
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
 from secureml.scoring import Score, der_calibrated
-from secureml.versions import versions_of
+from secureml.versions import software_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,7 +95,7 @@ class PoisoningFamily:
 
     def prepare(self, scenario: PoisoningScenario, split: Split, ctx: RunContext) -> PoisoningStage:
         """Poison the data, train the victim, run the baselines. Every step is cached."""
-        software = versions_of("secureml", "torch", "art")
+        software = software_key("secureml.families.poisoning")
         key = content_key(
             "poisoning-stage",
             scenario.attack.model_dump(mode="json"),
@@ -296,7 +296,20 @@ class PoisoningFamily:
             feedback=self._feedback(stage, filtered),
             pictures=pictures,
             details={"scoring": scenario.scoring.model_dump(), "poisoned_rows": int(stage.poisoned.poison_mask.sum())},
+            samples=self._samples(stage),
         )
+
+    def _samples(self, stage: PoisoningStage) -> dict[str, Sample]:
+        """What each rate is a rate over; the score and the kept count are derived."""
+        poison = int(stage.poisoned.poison_mask.sum())
+        samples = {
+            "mitigated.poison_removed": Sample.rate(poison, "poisoned training samples"),
+            "mitigated.clean_dropped": Sample.rate(stage.size - poison, "clean training samples"),
+        }
+        for prefix in ("victim", "perfect", "random", "mitigated", *(f"baseline.{b}" for b in stage.baselines)):
+            samples[f"{prefix}.clean_accuracy"] = Sample.rate(len(stage.split.y_test), "test images")
+            samples[f"{prefix}.attack_success_rate"] = Sample.rate(len(stage.y_triggered), "triggered test images")
+        return samples
 
     def _row(self, outcome: Outcome, filtered: Filtered | None, kept: int) -> dict[str, float]:
         row = {
