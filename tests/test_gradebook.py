@@ -331,6 +331,36 @@ def test_a_gradebook_from_a_newer_secureml_is_refused(gradebook_path: Path) -> N
         Gradebook.open(gradebook_path)
 
 
+def test_the_automatic_variants_seed_is_drawn_once_per_scenario_kept_and_never_exported(tmp_path: Path) -> None:
+    with Gradebook.open(tmp_path / "a.db") as book:
+        first = book.variant_seed("poisoning-01")
+        book.record(make_row())
+        assert book.variant_seed("poisoning-01") == first
+        other_scenario = book.variant_seed("evasion-01")
+        rows = book.latest(make_row().scenario_id)
+    with Gradebook.open(tmp_path / "a.db") as book:
+        assert book.variant_seed("poisoning-01") == first
+    with Gradebook.open(tmp_path / "b.db") as book:
+        another_book = book.variant_seed("poisoning-01")
+    # 62 random bits each: equal only by a broken generator.
+    assert len({first, other_scenario, another_book}) == 3
+    assert str(first) not in render_json(rows) + render_csv(rows)
+
+
+def test_a_version_1_gradebook_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with Gradebook.open(path) as book:
+        book.record(make_row())
+    database = sqlite3.connect(path)
+    database.execute("DROP TABLE variant_seeds")
+    database.execute("PRAGMA user_version = 1")
+    database.commit()
+    database.close()
+    with Gradebook.open(path) as book:
+        assert len(book.rows()) == 1
+        assert book.variant_seed("poisoning-01") >= 0
+
+
 def test_opening_a_gradebook_in_a_missing_folder_says_so(tmp_path: Path) -> None:
     with pytest.raises(GradebookError, match="does not exist"):
         Gradebook.open(tmp_path / "no-such-folder" / "gradebook.sqlite")

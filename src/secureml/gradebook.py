@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import secrets
 import sqlite3
 import statistics
 import tempfile
@@ -395,6 +396,16 @@ _MIGRATIONS: dict[int, str] = {
         );
         CREATE INDEX grades_by_trainee ON grades (scenario_id, trainee, graded_at_us);
     """,
+    # The grader-only seed of each scenario's automatic variant (secureml.variants): drawn
+    # at random the first time a scenario is graded into this file, then kept, so every
+    # submission meets the same variant and a re-run reproduces it. No export shows it.
+    2: """
+        CREATE TABLE variant_seeds (
+            scenario_id     TEXT    PRIMARY KEY,
+            variant_seed    INTEGER NOT NULL,
+            created_at      TEXT    NOT NULL
+        );
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -638,6 +649,22 @@ class Gradebook:
     def latest(self, scenario_id: str) -> list[GradeRow]:
         """The newest row of each trainee in `scenario_id`, sorted by trainee: what exports grade."""
         return latest_per_trainee(self.rows(scenario_id))
+
+    def variant_seed(self, scenario_id: str) -> int:
+        """The grader-only seed of `scenario_id`'s automatic variant, drawn on first use and kept.
+
+        Drawn from the operating system's randomness, so nobody can derive it from what a
+        trainee sees; two graders opening the same file at once agree (the first insert wins).
+        """
+        with self._write_transaction():
+            self._connection.execute(
+                "INSERT OR IGNORE INTO variant_seeds (scenario_id, variant_seed, created_at) VALUES (?, ?, ?)",
+                (scenario_id, secrets.randbelow(2**62), now_utc_iso()),
+            )
+        record = self._connection.execute(
+            "SELECT variant_seed FROM variant_seeds WHERE scenario_id = ?", (scenario_id,)
+        ).fetchone()
+        return int(record[0])
 
     def scenario_ids(self) -> list[str]:
         """The scenarios that have at least one row, sorted."""
