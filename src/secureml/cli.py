@@ -17,6 +17,7 @@ import click
 
 from secureml import __version__
 from secureml.errors import SecuremlError
+from secureml.gradebook import EXPORT_FORMATS
 
 EXAMPLES = """
 \b
@@ -483,9 +484,10 @@ def _print_checks(checks, errors, recorded, out) -> None:
 
 # --------------------------------------------------------------------------- grade
 
-# The gradebook's export formats (secureml.gradebook.EXPORT_FORMATS), spelled out so that
-# `--help` imports nothing; tests/test_grade.py checks that the two lists agree.
-GRADE_EXPORT_FORMATS = ("csv", "json", "gradescope", "html")
+# The gradebook's export formats: the registry's names (secureml.gradebook imports only the
+# standard library, so `--help` stays instant).
+GRADE_EXPORT_FORMATS = tuple(EXPORT_FORMATS)
+_LMS_EXPORT_FORMATS = tuple(name for name, spec in EXPORT_FORMATS.items() if "roster" in spec.options)
 
 _UNSAFE_WARNING = """\
 WARNING: --unsafe: bubblewrap isolation is unavailable here ({problem}; see `secureml doctor`).
@@ -498,27 +500,70 @@ def _export_options(function):
     options = [
         click.option("--export", "export_format", type=click.Choice(GRADE_EXPORT_FORMATS),
                      help="Also write the grades: csv (LMS import), json, gradescope "
-                          "(a folder of results.json) or html (a self-contained report)."),
+                          "(a folder of results.json), html (a self-contained report), canvas or "
+                          "moodle (their gradebook imports; need --roster)."),
         click.option("--output", type=click.Path(path_type=Path),
-                     help="Where --export writes [default: SCENARIO-grades.FORMAT, "
-                          "or the folder SCENARIO-gradescope]."),
+                     help="Where --export writes [default: SCENARIO-grades.csv, SCENARIO-canvas.csv, "
+                          "... or the folder SCENARIO-gradescope]."),
+        click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
+                     help="For canvas and moodle: a CSV mapping each trainee to the platform "
+                          "(trainee,name,lms_id,sis_user_id,sis_login_id,section,email)."),
+        click.option("--assignment-id", help="For canvas: the assignment's number in Canvas "
+                                             "(its column becomes 'TITLE (ID)')."),
+        click.option("--assignment-title", help="For canvas and moodle: the assignment's name "
+                                                "[default: the scenario id]."),
+        click.option("--points", type=click.FloatRange(min=0, min_open=True), default=100.0,
+                     show_default=True, help="For canvas and moodle: what the assignment is worth; "
+                                             "a score of 87.5/100 becomes 0.875 x points."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
-def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None) -> list[Path]:
+def _export_settings(roster_path: Path | None, assignment_id: str | None, assignment_title: str | None,
+                     points: float):
+    """The export options of the command line, the roster read and checked."""
+    from secureml.gradebook import ExportOptions
+    from secureml.roster import load_roster
+
+    roster = load_roster(roster_path) if roster_path is not None else None
+    return ExportOptions(roster=roster, assignment_id=assignment_id, assignment_title=assignment_title,
+                         points=points)
+
+
+def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None,
+                   options) -> list[Path]:
     from secureml import gradebook
 
     if export_format is None:
         if output is not None:
-            raise click.UsageError("--output needs --export FORMAT (csv, json, gradescope or html).")
+            raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
+        if options != gradebook.ExportOptions():
+            raise click.UsageError(f"--roster, --assignment-id, --assignment-title and --points need "
+                                   f"--export {' or '.join(_LMS_EXPORT_FORMATS)}.")
         return []
     if output is None:
-        stem = scenario_id or "all"
-        output = Path(f"{stem}-gradescope" if export_format == "gradescope" else f"{stem}-grades.{export_format}")
-    return gradebook.export(rows, export_format, output)
+        output = Path(gradebook.EXPORT_FORMATS[export_format].default_output.format(scenario=scenario_id or "all"))
+    written = gradebook.export(rows, export_format, output, options)
+    if options.roster is not None:
+        _print_roster_notes(gradebook.match_roster(rows, options.roster), options.roster.source)
+    return written
+
+
+def _print_roster_notes(matched, roster_path: Path) -> None:
+    """Say on stderr who the export could not pair, so that nobody is silently missing."""
+    from secureml.report import safe_text
+
+    if matched.unlisted:
+        click.echo(f"note: {len(matched.unlisted)} graded trainee(s) have no line in {roster_path}: "
+                   f"{safe_text(', '.join(matched.unlisted))}. They are listed last as "
+                   "'not in the roster: NAME'; add them to the roster, or match them in the import.",
+                   err=True)
+    if matched.without_submission:
+        click.echo(f"note: {len(matched.without_submission)} trainee(s) of the roster have no graded "
+                   f"submission and an empty grade (not a zero): "
+                   f"{safe_text(', '.join(matched.without_submission))}.", err=True)
 
 
 @cli.command()
@@ -544,8 +589,8 @@ def _export_grades(rows, export_format: str | None, output: Path | None, scenari
 @click.option("--data-root", type=click.Path(path_type=Path), envvar="SECUREML_DATA",
               help="Folder with torchvision datasets [env: SECUREML_DATA].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (no progress bar, no table).")
-def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, hidden,
-          regrade, unsafe, data_root, as_json) -> None:
+def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, roster,
+          assignment_id, assignment_title, points, hidden, regrade, unsafe, data_root, as_json) -> None:
     """Grade every trainee's mitigation for a scenario, each in its own sandbox.
 
     SUBMISSIONS is a folder with one NAME.py file or NAME/ folder (holding
@@ -561,6 +606,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     Examples:
       secureml grade poisoning-01 submissions/ --jobs 2
       secureml grade poisoning-01 submissions.zip --db course.db --export csv --output grades.csv
+      secureml grade poisoning-01 submissions/ --export canvas --roster roster.csv --assignment-id 4321
       secureml grade poisoning-01 submissions/ --hidden hidden/poisoning-01.yaml --regrade
       secureml grade poisoning-01 submissions/ --timeout 120 --memory 2048 --json
     """
@@ -578,7 +624,9 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
 
     with _guard(as_json):
         if output is not None and export_format is None:
-            raise click.UsageError("--output needs --export FORMAT (csv, json, gradescope or html).")
+            raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
+        # Read the roster first: a bad roster is found before the grading, not after it.
+        export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         loaded = scenario.load(scenario_id)
         variant = scenario.apply_overrides(loaded, hidden) if hidden else None
         if grading.resolve_isolation(unsafe):
@@ -594,7 +642,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
         with gradebook.Gradebook.open(db) as book:
             outcome = grading.grade_workshop(loaded, submissions, book, settings, hidden=variant,
                                              stage_progress=stage_progress, progress=bar)
-            exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id)
+            exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id,
+                                      export_settings)
         if as_json:
             click.echo(json.dumps(grading.report_json(outcome, gradebook_path=db, exported=exported), indent=2))
         else:
@@ -628,23 +677,29 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
 @click.option("--scenario", "scenario_id", help="Only this scenario [default: every scenario].")
 @_export_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
+def gradebook_command(db, scenario_id, export_format, output, roster, assignment_id, assignment_title,
+                      points, as_json) -> None:
     """Show or export the stored grades, without running anything.
 
-    Shows the newest row of each trainee. csv, gradescope and html exports cover one
-    scenario: pick it with --scenario when the gradebook holds several.
+    Shows the newest row of each trainee. Every export but json covers one scenario: pick
+    it with --scenario when the gradebook holds several. canvas and moodle write their
+    gradebook imports: one line per trainee of the --roster (an empty grade for those
+    without a submission), then any graded trainee the roster lacks.
 
     \b
     Examples:
       secureml gradebook
       secureml gradebook --db course.db --scenario poisoning-01 --export html --output report.html
       secureml gradebook --export gradescope --output gradescope/
+      secureml gradebook --export canvas --roster roster.csv --assignment-id 4321 --points 20
+      secureml gradebook --export moodle --roster roster.csv --output moodle.csv
       secureml gradebook --json | jq '.[] | {trainee, score, status}'
     """
     from secureml import gradebook, report
     from secureml import grade as grading
 
     with _guard(as_json):
+        export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         if not db.is_file():
             raise gradebook.GradebookError(
                 f"there is no gradebook at {db}",
@@ -665,7 +720,7 @@ def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
                 f"({', '.join(scenario_ids)}), and a {export_format} export covers one",
                 fix="pick one with --scenario ID",
             )
-        exported = _export_grades(rows, export_format, output, export_scenario)
+        exported = _export_grades(rows, export_format, output, export_scenario, export_settings)
         if as_json:
             click.echo(report.json_for_terminal(gradebook.render_json(rows)), nl=False)
             return
