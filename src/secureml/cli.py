@@ -17,7 +17,7 @@ import click
 
 from secureml import __version__
 from secureml.errors import SecuremlError
-from secureml.gradebook import EXPORT_FORMATS
+from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES
 
 EXAMPLES = """
 \b
@@ -28,6 +28,7 @@ Examples:
   secureml run poisoning-01 --mitigation poisoning-01/mitigation.py
   secureml run poisoning-01 --mitigation my_defence.py --seeds 3 --json
   secureml verify --junit verify.xml
+  secureml autograder poisoning-01 --out autograder.zip
   secureml check scenarios/*.yaml
   secureml doctor
 
@@ -732,6 +733,84 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
                                          f"gradebook: {each}", show_graded_at=True))
         for path in exported:
             out.print(f"[dim]exported: {path}[/dim]")
+
+
+# --------------------------------------------------------------------------- Gradescope
+
+
+@cli.command()
+@click.argument("scenario_id", metavar="ID|FILE")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("autograder.zip"),
+              show_default=True, help="The bundle to upload to Gradescope.")
+@click.option("--hidden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Grade on this hidden variant (overrides trainees never see), as `grade --hidden`.")
+@click.option("--visibility", type=click.Choice(GRADESCOPE_VISIBILITIES), default="visible", show_default=True,
+              help="When trainees see their results on Gradescope.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds the trainee's code may run (as `grade --timeout`); keep it well under the "
+                   "assignment's own autograder timeout.")
+@click.option("--memory", "memory_mb", type=click.IntRange(min=256), default=4096, show_default=True,
+              help="Memory limit of the trainee's code in MB (as `grade --memory`).")
+@click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The secureml wheel to install on Gradescope [default: dist/ of the clone, "
+                   "from `make wheel`].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel, as_json) -> None:
+    """Build a Gradescope autograder bundle that grades a scenario like `secureml grade`.
+
+    The zip holds setup.sh (installs Python, bubblewrap, the secureml wheel with the CPU
+    build of torch, and builds the scenario's victim and attack once), run_autograder
+    (grades each submission in the sandbox and writes results.json: the score, a test
+    per score part, feedback, leaderboard), the wheel, the scenario and the hidden
+    variant. Upload it under the assignment's Configure Autograder.
+
+    \b
+    Examples:
+      make wheel && secureml autograder poisoning-01 --out autograder.zip
+      secureml autograder poisoning-01 --hidden scenarios/hidden/poisoning-01.yaml --visibility after_published
+    """
+    from secureml import autograder as bundles
+    from secureml import scenario
+
+    with _guard(as_json):
+        loaded = scenario.load(scenario_id)
+        settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb)
+        built = bundles.build_bundle(loaded, out, wheel=bundles.find_wheel(wheel), hidden=hidden,
+                                     settings=settings)
+        if as_json:
+            click.echo(json.dumps({"bundle": str(built.path), "size_bytes": built.size_bytes,
+                                   "files": built.files, "wheel": str(built.wheel)}, indent=2))
+            return
+        click.echo(f"Wrote {built.path} ({built.size_bytes / 2**20:.1f} MiB): {', '.join(built.files)}")
+        click.echo("Upload it on Gradescope: the assignment's Configure Autograder, Zip file upload.\n"
+                   "In its Autograder Settings give it at least 2 CPUs, 6 GB of memory and a timeout "
+                   f"of {max(10, 2 * timeout_s / 60 + 5):.0f} minutes or more, then use Test Autograder "
+                   "with the lab's reference solution before you release the assignment.")
+
+
+@cli.command("run-autograder")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=Path("/autograder"))
+@click.option("--prepare", is_flag=True, help="Build the scenario's victim and attack into the cache "
+                                              "(setup.sh does this once) instead of grading.")
+def run_autograder(root: Path, prepare: bool) -> None:
+    """Grade the submission of a Gradescope autograder run (what the bundle's run_autograder does).
+
+    Reads ROOT/source (the unpacked bundle) and ROOT/submission, grades with `secureml
+    grade` in its sandbox, and writes ROOT/results/results.json, also when the trainee's
+    code or the grader fails. Exits non-zero only when it cannot write results.json.
+
+    \b
+    Example:
+      secureml run-autograder /autograder
+    """
+    from secureml import autograder as bundles
+
+    with _guard():
+        if prepare:
+            bundles.prepare(root)
+            return
+        results = bundles.run(root)
+        click.echo(f"results: {root / 'results' / 'results.json'} (score {results['score']:g})")
 
 
 # --------------------------------------------------------------------------- doctor
