@@ -75,13 +75,6 @@ class Roster:
     source: Path
     entries: tuple[RosterEntry, ...]
 
-    def find(self, trainee: str) -> RosterEntry | None:
-        """The entry of the trainee whose submission is named `trainee`, or None."""
-        for entry in self.entries:
-            if entry.trainee == trainee:
-                return entry
-        return None
-
 
 def load_roster(path: str | Path) -> Roster:
     """Read and check a roster CSV file (UTF-8, RFC 4180); raise RosterError on any problem."""
