@@ -25,6 +25,7 @@ import pytest
 from secureml.gradebook import (
     EXPORT_FORMATS,
     STATUSES,
+    ExportOptions,
     Gradebook,
     GradebookError,
     GradebookTooNewError,
@@ -41,6 +42,7 @@ from secureml.gradebook import (
     render_json,
     score_histogram,
 )
+from secureml.roster import Roster, RosterEntry
 
 TESTS_FOLDER = Path(__file__).resolve().parent
 
@@ -417,10 +419,21 @@ def test_gradescope_results_have_required_fields() -> None:
     assert results["output_format"] == "text"
     assert results["test_output_format"] == results["test_name_format"] == "text"
     assert results["stdout_visibility"] == "hidden"
-    (test,) = results["tests"]
+    test, *part_tests = results["tests"]
     assert test["score"] == 87.5 and test["max_score"] == 100.0 and test["status"] == "passed"
     assert test["name"] == "poisoning-01 (ok)"
     assert "der: 0.930" in test["output"] and "<b>not html</b>" in test["output"]
+    assert "<b>not html</b>" in results["output"] and "Score: 87.5 / 100.0" in results["output"]
+    # One informational test per score part (no score of its own), and the parts on the leaderboard.
+    assert [t["name"] for t in part_tests] == [
+        "score part asr_drop = 0.9000", "score part ca_drop = 0.0100", "score part der = 0.9300"]
+    assert not any("score" in t or "max_score" in t for t in part_tests)
+    assert results["leaderboard"] == [
+        {"name": "score", "value": 87.5, "order": "desc"},
+        {"name": "asr_drop", "value": 0.9, "order": "desc"},
+        {"name": "ca_drop", "value": 0.01, "order": "asc"},  # a smaller cost is better
+        {"name": "der", "value": 0.93, "order": "desc"},
+    ]
     assert test["visibility"] in {"hidden", "after_due_date", "after_published", "visible"}
     # Instructor-only details travel in extra_data, which students do not see.
     flagged = gradescope_results(make_row(flags=["needs-review: gradient masking suspected"]))
@@ -428,8 +441,9 @@ def test_gradescope_results_have_required_fields() -> None:
     assert "gradient masking" not in json.dumps(flagged["tests"]) + flagged["output"]
     json.dumps(results, allow_nan=False)  # it is plain JSON
 
-    crashed = gradescope_results(make_row(status="error"))
+    crashed = gradescope_results(make_row(status="error", parts={}))
     assert crashed["score"] == 0.0 and crashed["tests"][0]["status"] == "failed"
+    assert len(crashed["tests"]) == 1 and crashed["leaderboard"] == [{"name": "score", "value": 0.0, "order": "desc"}]
     assert "ValueError: shapes" in crashed["tests"][0]["output"]
     broken_grader = gradescope_results(make_row(status="infra-error", error="/srv/secret/path"))
     assert "grade it again" in broken_grader["tests"][0]["output"]
@@ -501,9 +515,11 @@ def test_html_histogram_bins_scores_by_ten_points() -> None:
 
 def test_every_export_format_writes_files(tmp_path: Path) -> None:
     rows = [make_row("alice"), make_row("bob", status="memory")]
-    for fmt in EXPORT_FORMATS:
+    roster = Roster(tmp_path / "roster.csv", (RosterEntry("alice", "Alice", "1", "", "", "", "a@b.c", 2),))
+    for fmt, spec in EXPORT_FORMATS.items():
         suffix = "" if fmt == "gradescope" else f".{fmt}"
-        written = export(iter(rows), fmt, tmp_path / "out" / f"grades{suffix}")
+        options = ExportOptions(roster=roster) if "roster" in spec.options else ExportOptions()
+        written = export(iter(rows), fmt, tmp_path / "out" / f"grades{suffix}", options)
         assert written and all(path.is_file() for path in written)
     assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary files left behind
 

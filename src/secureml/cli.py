@@ -17,6 +17,7 @@ import click
 
 from secureml import __version__
 from secureml.errors import SecuremlError
+from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES
 
 EXAMPLES = """
 \b
@@ -27,6 +28,7 @@ Examples:
   secureml run poisoning-01 --mitigation poisoning-01/mitigation.py
   secureml run poisoning-01 --mitigation my_defence.py --seeds 3 --json
   secureml verify --junit verify.xml
+  secureml autograder poisoning-01 --out autograder.zip
   secureml check scenarios/*.yaml
   secureml doctor
 
@@ -518,9 +520,10 @@ def _print_checks(checks, errors, recorded, provenance, out) -> None:
 
 # --------------------------------------------------------------------------- grade
 
-# The gradebook's export formats (secureml.gradebook.EXPORT_FORMATS), spelled out so that
-# `--help` imports nothing; tests/test_grade.py checks that the two lists agree.
-GRADE_EXPORT_FORMATS = ("csv", "json", "gradescope", "html")
+# The gradebook's export formats: the registry's names (secureml.gradebook imports only the
+# standard library, so `--help` stays instant).
+GRADE_EXPORT_FORMATS = tuple(EXPORT_FORMATS)
+_LMS_EXPORT_FORMATS = tuple(name for name, spec in EXPORT_FORMATS.items() if "roster" in spec.options)
 
 _UNSAFE_WARNING = """\
 WARNING: --unsafe: bubblewrap isolation is unavailable here ({problem}; see `secureml doctor`).
@@ -533,27 +536,70 @@ def _export_options(function):
     options = [
         click.option("--export", "export_format", type=click.Choice(GRADE_EXPORT_FORMATS),
                      help="Also write the grades: csv (LMS import), json, gradescope "
-                          "(a folder of results.json) or html (a self-contained report)."),
+                          "(a folder of results.json), html (a self-contained report), canvas or "
+                          "moodle (their gradebook imports; need --roster)."),
         click.option("--output", type=click.Path(path_type=Path),
-                     help="Where --export writes [default: SCENARIO-grades.FORMAT, "
-                          "or the folder SCENARIO-gradescope]."),
+                     help="Where --export writes [default: SCENARIO-grades.csv, SCENARIO-canvas.csv, "
+                          "... or the folder SCENARIO-gradescope]."),
+        click.option("--roster", type=click.Path(dir_okay=False, path_type=Path),
+                     help="For canvas and moodle: a CSV mapping each trainee to the platform "
+                          "(trainee,name,lms_id,sis_user_id,sis_login_id,section,email)."),
+        click.option("--assignment-id", help="For canvas: the assignment's number in Canvas "
+                                             "(its column becomes 'TITLE (ID)')."),
+        click.option("--assignment-title", help="For canvas and moodle: the assignment's name "
+                                                "[default: the scenario id]."),
+        click.option("--points", type=click.FloatRange(min=0, min_open=True), default=100.0,
+                     show_default=True, help="For canvas and moodle: what the assignment is worth; "
+                                             "a score of 87.5/100 becomes 0.875 x points."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
-def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None) -> list[Path]:
+def _export_settings(roster_path: Path | None, assignment_id: str | None, assignment_title: str | None,
+                     points: float):
+    """The export options of the command line, the roster read and checked."""
+    from secureml.gradebook import ExportOptions
+    from secureml.roster import load_roster
+
+    roster = load_roster(roster_path) if roster_path is not None else None
+    return ExportOptions(roster=roster, assignment_id=assignment_id, assignment_title=assignment_title,
+                         points=points)
+
+
+def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None,
+                   options) -> list[Path]:
     from secureml import gradebook
 
     if export_format is None:
         if output is not None:
-            raise click.UsageError("--output needs --export FORMAT (csv, json, gradescope or html).")
+            raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
+        if options != gradebook.ExportOptions():
+            raise click.UsageError(f"--roster, --assignment-id, --assignment-title and --points need "
+                                   f"--export {' or '.join(_LMS_EXPORT_FORMATS)}.")
         return []
     if output is None:
-        stem = scenario_id or "all"
-        output = Path(f"{stem}-gradescope" if export_format == "gradescope" else f"{stem}-grades.{export_format}")
-    return gradebook.export(rows, export_format, output)
+        output = Path(gradebook.EXPORT_FORMATS[export_format].default_output.format(scenario=scenario_id or "all"))
+    written = gradebook.export(rows, export_format, output, options)
+    if options.roster is not None:
+        _print_roster_notes(gradebook.match_roster(rows, options.roster), options.roster.source)
+    return written
+
+
+def _print_roster_notes(matched, roster_path: Path) -> None:
+    """Say on stderr who the export could not pair, so that nobody is silently missing."""
+    from secureml.report import safe_text
+
+    if matched.unlisted:
+        click.echo(f"note: {len(matched.unlisted)} graded trainee(s) have no line in {roster_path}: "
+                   f"{safe_text(', '.join(matched.unlisted))}. They are listed last as "
+                   "'not in the roster: NAME'; add them to the roster, or match them in the import.",
+                   err=True)
+    if matched.without_submission:
+        click.echo(f"note: {len(matched.without_submission)} trainee(s) of the roster have no graded "
+                   f"submission and an empty grade (not a zero): "
+                   f"{safe_text(', '.join(matched.without_submission))}.", err=True)
 
 
 @cli.command()
@@ -579,8 +625,8 @@ def _export_grades(rows, export_format: str | None, output: Path | None, scenari
 @click.option("--data-root", type=click.Path(path_type=Path), envvar="SECUREML_DATA",
               help="Folder with torchvision datasets [env: SECUREML_DATA].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (no progress bar, no table).")
-def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, hidden,
-          regrade, unsafe, data_root, as_json) -> None:
+def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, roster,
+          assignment_id, assignment_title, points, hidden, regrade, unsafe, data_root, as_json) -> None:
     """Grade every trainee's mitigation for a scenario, each in its own sandbox.
 
     SUBMISSIONS is a folder with one NAME.py file or NAME/ folder (holding
@@ -596,6 +642,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     Examples:
       secureml grade poisoning-01 submissions/ --jobs 2
       secureml grade poisoning-01 submissions.zip --db course.db --export csv --output grades.csv
+      secureml grade poisoning-01 submissions/ --export canvas --roster roster.csv --assignment-id 4321
       secureml grade poisoning-01 submissions/ --hidden hidden/poisoning-01.yaml --regrade
       secureml grade poisoning-01 submissions/ --timeout 120 --memory 2048 --json
     """
@@ -613,7 +660,9 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
 
     with _guard(as_json):
         if output is not None and export_format is None:
-            raise click.UsageError("--output needs --export FORMAT (csv, json, gradescope or html).")
+            raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
+        # Read the roster first: a bad roster is found before the grading, not after it.
+        export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         loaded = scenario.load(scenario_id)
         variant = scenario.apply_overrides(loaded, hidden) if hidden else None
         if grading.resolve_isolation(unsafe):
@@ -629,7 +678,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
         with gradebook.Gradebook.open(db) as book:
             outcome = grading.grade_workshop(loaded, submissions, book, settings, hidden=variant,
                                              stage_progress=stage_progress, progress=bar)
-            exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id)
+            exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id,
+                                      export_settings)
         if as_json:
             click.echo(json.dumps(grading.report_json(outcome, gradebook_path=db, exported=exported), indent=2))
         else:
@@ -663,23 +713,29 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
 @click.option("--scenario", "scenario_id", help="Only this scenario [default: every scenario].")
 @_export_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
+def gradebook_command(db, scenario_id, export_format, output, roster, assignment_id, assignment_title,
+                      points, as_json) -> None:
     """Show or export the stored grades, without running anything.
 
-    Shows the newest row of each trainee. csv, gradescope and html exports cover one
-    scenario: pick it with --scenario when the gradebook holds several.
+    Shows the newest row of each trainee. Every export but json covers one scenario: pick
+    it with --scenario when the gradebook holds several. canvas and moodle write their
+    gradebook imports: one line per trainee of the --roster (an empty grade for those
+    without a submission), then any graded trainee the roster lacks.
 
     \b
     Examples:
       secureml gradebook
       secureml gradebook --db course.db --scenario poisoning-01 --export html --output report.html
       secureml gradebook --export gradescope --output gradescope/
+      secureml gradebook --export canvas --roster roster.csv --assignment-id 4321 --points 20
+      secureml gradebook --export moodle --roster roster.csv --output moodle.csv
       secureml gradebook --json | jq '.[] | {trainee, score, status}'
     """
     from secureml import gradebook, report
     from secureml import grade as grading
 
     with _guard(as_json):
+        export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         if not db.is_file():
             raise gradebook.GradebookError(
                 f"there is no gradebook at {db}",
@@ -700,7 +756,7 @@ def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
                 f"({', '.join(scenario_ids)}), and a {export_format} export covers one",
                 fix="pick one with --scenario ID",
             )
-        exported = _export_grades(rows, export_format, output, export_scenario)
+        exported = _export_grades(rows, export_format, output, export_scenario, export_settings)
         if as_json:
             click.echo(report.json_for_terminal(gradebook.render_json(rows)), nl=False)
             return
@@ -712,6 +768,84 @@ def gradebook_command(db, scenario_id, export_format, output, as_json) -> None:
                                          f"gradebook: {each}", show_graded_at=True))
         for path in exported:
             out.print(f"[dim]exported: {path}[/dim]")
+
+
+# --------------------------------------------------------------------------- Gradescope
+
+
+@cli.command()
+@click.argument("scenario_id", metavar="ID|FILE")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("autograder.zip"),
+              show_default=True, help="The bundle to upload to Gradescope.")
+@click.option("--hidden", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Grade on this hidden variant (overrides trainees never see), as `grade --hidden`.")
+@click.option("--visibility", type=click.Choice(GRADESCOPE_VISIBILITIES), default="visible", show_default=True,
+              help="When trainees see their results on Gradescope.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds the trainee's code may run (as `grade --timeout`); keep it well under the "
+                   "assignment's own autograder timeout.")
+@click.option("--memory", "memory_mb", type=click.IntRange(min=256), default=4096, show_default=True,
+              help="Memory limit of the trainee's code in MB (as `grade --memory`).")
+@click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The secureml wheel to install on Gradescope [default: dist/ of the clone, "
+                   "from `make wheel`].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel, as_json) -> None:
+    """Build a Gradescope autograder bundle that grades a scenario like `secureml grade`.
+
+    The zip holds setup.sh (installs Python, bubblewrap, the secureml wheel with the CPU
+    build of torch, and builds the scenario's victim and attack once), run_autograder
+    (grades each submission in the sandbox and writes results.json: the score, a test
+    per score part, feedback, leaderboard), the wheel, the scenario and the hidden
+    variant. Upload it under the assignment's Configure Autograder.
+
+    \b
+    Examples:
+      make wheel && secureml autograder poisoning-01 --out autograder.zip
+      secureml autograder poisoning-01 --hidden scenarios/hidden/poisoning-01.yaml --visibility after_published
+    """
+    from secureml import autograder as bundles
+    from secureml import scenario
+
+    with _guard(as_json):
+        loaded = scenario.load(scenario_id)
+        settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb)
+        built = bundles.build_bundle(loaded, out, wheel=bundles.find_wheel(wheel), hidden=hidden,
+                                     settings=settings)
+        if as_json:
+            click.echo(json.dumps({"bundle": str(built.path), "size_bytes": built.size_bytes,
+                                   "files": built.files, "wheel": str(built.wheel)}, indent=2))
+            return
+        click.echo(f"Wrote {built.path} ({built.size_bytes / 2**20:.1f} MiB): {', '.join(built.files)}")
+        click.echo("Upload it on Gradescope: the assignment's Configure Autograder, Zip file upload.\n"
+                   "In its Autograder Settings give it at least 2 CPUs, 6 GB of memory and a timeout "
+                   f"of {max(10, 2 * timeout_s / 60 + 5):.0f} minutes or more, then use Test Autograder "
+                   "with the lab's reference solution before you release the assignment.")
+
+
+@cli.command("run-autograder")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path), default=Path("/autograder"))
+@click.option("--prepare", is_flag=True, help="Build the scenario's victim and attack into the cache "
+                                              "(setup.sh does this once) instead of grading.")
+def run_autograder(root: Path, prepare: bool) -> None:
+    """Grade the submission of a Gradescope autograder run (what the bundle's run_autograder does).
+
+    Reads ROOT/source (the unpacked bundle) and ROOT/submission, grades with `secureml
+    grade` in its sandbox, and writes ROOT/results/results.json, also when the trainee's
+    code or the grader fails. Exits non-zero only when it cannot write results.json.
+
+    \b
+    Example:
+      secureml run-autograder /autograder
+    """
+    from secureml import autograder as bundles
+
+    with _guard():
+        if prepare:
+            bundles.prepare(root)
+            return
+        results = bundles.run(root)
+        click.echo(f"results: {root / 'results' / 'results.json'} (score {results['score']:g})")
 
 
 # --------------------------------------------------------------------------- doctor

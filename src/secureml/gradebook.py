@@ -4,16 +4,19 @@ Every trainee's submission for a scenario is run and scored by the grader, which
 writes one `GradeRow` per submission as soon as it finishes. The store survives a
 crashed or `kill -9`'d grading run, and several grading processes may write to it
 at once. Exports turn rows into what instructors upload or read: a CSV for an LMS
-gradebook, a JSON dump, Gradescope `results.json` files and a one-file HTML report.
+gradebook, a JSON dump, Gradescope `results.json` files, a one-file HTML report, and the
+gradebook imports of Canvas and Moodle (with a roster, secureml.roster). A new format is
+a new entry in EXPORT_FORMATS.
 
-Only the standard library (and secureml.errors) is used here, so `secureml grade` and the exports start
-instantly and work on machines without torch.
+Only the standard library (and secureml.errors, secureml.roster) is used here, so
+`secureml grade` and the exports start instantly and work on machines without torch.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -33,30 +36,42 @@ from pathlib import Path
 from typing import Any
 
 from secureml.errors import SecuremlError
+from secureml.roster import ROSTER_COLUMNS, Roster, RosterEntry
 
 __all__ = [
-    "STATUSES",
+    "CANVAS_STUDENT_COLUMNS",
     "EXPORT_FORMATS",
+    "GRADESCOPE_VISIBILITIES",
+    "MOODLE_STUDENT_COLUMNS",
+    "STATUSES",
     "ExportFormat",
+    "ExportOptions",
     "GradeRow",
     "Gradebook",
     "GradebookError",
     "GradebookTooNewError",
     "InvalidGradeRowError",
     "NotAGradebookError",
+    "RosterMatch",
     "UnknownExportFormatError",
     "error_kind",
     "error_summary",
     "export",
     "gradebook_points",
+    "gradescope_grader_failure",
     "gradescope_results",
     "latest_per_trainee",
+    "match_roster",
     "now_utc_iso",
+    "render_canvas",
     "render_csv",
     "render_gradescope",
     "render_html",
     "render_json",
+    "render_moodle",
     "trainee_error_view",
+    "trainee_report",
+    "write_text_atomically",
 ]
 
 # The outcomes of grading one submission, in the order reports list them.
@@ -767,6 +782,143 @@ def render_csv(rows: Iterable[GradeRow]) -> str:
     return buffer.getvalue()
 
 
+# ------------------------------------------------------------- LMS imports (roster)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Settings of the exports that a learning platform imports (canvas, moodle).
+
+    roster: who each trainee is on the platform (secureml.roster.load_roster).
+    assignment_title: the assignment's name in the gradebook; by default the scenario id.
+    assignment_id: Canvas's id of the assignment (digits), which Canvas matches first.
+    points: what the assignment is worth; a score of 87.5 / 100 becomes 0.875 * points.
+    """
+
+    roster: Roster | None = None
+    assignment_title: str | None = None
+    assignment_id: str | None = None
+    points: float = 100.0
+
+
+@dataclass(frozen=True)
+class RosterMatch:
+    """Roster lines paired with graded rows.
+
+    lines: every roster entry in the roster's order, with its row or None (no submission),
+        then every graded row that no roster entry names, with None, sorted by trainee.
+    """
+
+    lines: list[tuple[RosterEntry | None, GradeRow | None]]
+
+    @property
+    def unlisted(self) -> list[str]:
+        """Trainees graded but absent from the roster."""
+        return [row.trainee for entry, row in self.lines if entry is None and row is not None]
+
+    @property
+    def without_submission(self) -> list[str]:
+        """Roster trainees with no graded submission."""
+        return [entry.trainee for entry, row in self.lines if entry is not None and row is None]
+
+
+def match_roster(rows: Iterable[GradeRow], roster: Roster) -> RosterMatch:
+    """Pair the newest row of each trainee with the roster; nothing of either is dropped."""
+    by_trainee = {row.trainee: row for row in latest_per_trainee(rows)}
+    lines: list[tuple[RosterEntry | None, GradeRow | None]] = [
+        (entry, by_trainee.pop(entry.trainee, None)) for entry in roster.entries
+    ]
+    lines += [(None, by_trainee[trainee]) for trainee in sorted(by_trainee)]
+    return RosterMatch(lines)
+
+
+def _lms_rows(rows: Iterable[GradeRow], options: ExportOptions, fmt: str) -> tuple[str, RosterMatch]:
+    """The assignment's title and the roster match of one scenario's rows."""
+    if options.roster is None:
+        raise GradebookError(f"the {fmt} export needs a roster", fix="pass ExportOptions(roster=...)")
+    latest_rows = latest_per_trainee(rows)
+    scenario_id = _require_one_scenario(latest_rows, fmt)
+    title = options.assignment_title or scenario_id or "secureml"
+    return title, match_roster(latest_rows, options.roster)
+
+
+def _lms_points(row: GradeRow | None, options: ExportOptions) -> str:
+    """The row's points on the assignment's scale, two decimals as Canvas exports them; empty
+    when there is no grade (no submission, or the grader failed): the instructor decides."""
+    points = None if row is None else gradebook_points(row)
+    return "" if points is None else f"{points / row.max_score * options.points:.2f}"
+
+
+def _unlisted_identity(row: GradeRow) -> str:
+    """What identity cells of a submission without a roster line hold: a value no platform
+    user has, so that an import stops on it by name instead of guessing (Moodle gives a
+    line with an empty identity the previous line's student)."""
+    return f"not in the roster: {row.trainee}"
+
+
+# Canvas's gradebook import (lib/gradebook_importer.rb): the student columns in the order
+# Canvas's own export writes them, one column per assignment named "TITLE (ID)", then a
+# row whose first cell says "Points Possible".
+CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
+CANVAS_POINTS_POSSIBLE = "    Points Possible"  # with the indent Canvas's export gives it
+
+
+def render_canvas(rows: Iterable[GradeRow], options: ExportOptions) -> str:
+    """A CSV for Canvas's gradebook import (Grades, Import), one line per roster trainee.
+
+    Canvas matches a line by ID, then SIS User ID, then SIS Login ID, then the name.
+    A submission without a roster line is listed last as "not in the roster: NAME" with
+    empty ids, which Canvas's import preview shows as a student to match by hand; a
+    roster trainee without a submission gets an empty grade, not a zero.
+    """
+    title, matched = _lms_rows(rows, options, "canvas")
+    column = f"{title} ({options.assignment_id})" if options.assignment_id else title
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # RFC 4180: quoted where needed, CRLF line ends
+    writer.writerow([*CANVAS_STUDENT_COLUMNS, _csv_text(column)])
+    writer.writerow([CANVAS_POINTS_POSSIBLE, "", "", "", "", f"{options.points:.2f}"])
+    for entry, row in matched.lines:
+        if entry is None:
+            assert row is not None
+            identities = [_unlisted_identity(row), "", "", "", ""]
+        else:
+            identities = [entry.name or entry.trainee, entry.lms_id, entry.sis_user_id,
+                          entry.sis_login_id, entry.section]
+        writer.writerow([*(_csv_text(cell) for cell in identities), _lms_points(row, options)])
+    return buffer.getvalue()
+
+
+# Moodle's CSV grade import (grade/import/csv): the instructor maps one column to the user
+# (by e-mail or ID number), the grade column to a grade item and the feedback column to
+# that item's feedback. Both always go together: importing feedback alone wipes that
+# item's grades (MoodleDocs, Grade import, note 3).
+MOODLE_STUDENT_COLUMNS = ("Full name", "ID number", "Email address")
+
+
+def render_moodle(rows: Iterable[GradeRow], options: ExportOptions) -> str:
+    """A CSV for Moodle's grade import (Grades, Import, CSV file): grade and feedback.
+
+    The feedback is what the trainee may read of the run (as on Gradescope), HTML-escaped
+    because Moodle shows feedback as HTML. A submission without a roster line is listed
+    last with "not in the roster: NAME" as its ID number and e-mail, which Moodle refuses
+    by name; a roster trainee without a submission gets an empty grade, not a zero.
+    """
+    title, matched = _lms_rows(rows, options, "moodle")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*MOODLE_STUDENT_COLUMNS, _csv_text(title), _csv_text(f"{title} (Feedback)")])
+    for entry, row in matched.lines:
+        if entry is None:
+            assert row is not None
+            identities = [row.trainee, _unlisted_identity(row), _unlisted_identity(row)]
+        else:
+            identities = [entry.name or entry.trainee, entry.sis_user_id, entry.email]
+        feedback = "" if row is None else html.escape(trainee_report(row, detailed=False), quote=False)
+        writer.writerow([*(_csv_text(cell) for cell in identities), _lms_points(row, options),
+                         _csv_text(feedback)])
+    return buffer.getvalue()
+
+
 def _row_as_json(row: GradeRow) -> dict[str, Any]:
     return {
         "scenario_id": row.scenario_id,
@@ -807,7 +959,7 @@ def render_json(rows: Iterable[GradeRow]) -> str:
 
 # Gradescope's visibility values, from its autograder specification
 # (gradescope-autograders.readthedocs.io/en/latest/specs/, "Controlling Test Case Visibility").
-_GRADESCOPE_VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+GRADESCOPE_VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 
 # What a trainee reads on Gradescope when the grader, not their code, failed.
 _INFRA_ERROR_MESSAGE = (
@@ -861,37 +1013,24 @@ def trainee_error_view(row: GradeRow) -> str:
     return f"{error_summary(row.error)} {_HIDDEN_ERROR_NOTE}"
 
 
-def gradescope_results(row: GradeRow, *, visibility: str = "visible") -> dict[str, Any]:
-    """One trainee's row as a Gradescope autograder `results.json` object.
+# Score parts where a smaller value is the better defence: what it cost (the `*_drop` of
+# an accuracy or utility the defence must keep, in secureml.scoring). Gradescope ranks a
+# leaderboard entry "desc" (higher is better) unless told otherwise.
+_SMALLER_IS_BETTER_PARTS = frozenset({"ca_drop", "clean_accuracy_drop", "utility_drop"})
 
-    The form follows Gradescope's "Autograder Specifications" (output format):
-    a top-level `score` (which overrides the sum of the tests), and one test with
-    `name`, `score`, `max_score`, `status` and `output`. Every text field is
-    marked `"text"` format, because Gradescope renders the top-level output as
-    HTML by default and feedback may quote the trainee's own strings. Flags,
-    hashes and versions go to `extra_data`, which the spec describes only as
-    data to be stored, not shown; trainee-facing text stays in `output`. An
-    infra-error scores 0 on Gradescope, which has no "no grade" value; its
-    output says the submission will be graded again. Under a hidden variant the
-    output holds no free text of the run: an error's kind and line only, and no
-    metrics (their names carry the variant's settings, e.g. an epsilon).
 
-    visibility: when students see the test, one of hidden, after_due_date,
-        after_published, visible.
-    """
-    if visibility not in _GRADESCOPE_VISIBILITIES:
-        raise GradebookError(
-            f"Gradescope visibility {visibility!r} is not one Gradescope knows. "
-            f"Use one of: {', '.join(_GRADESCOPE_VISIBILITIES)}."
-        )
+def trainee_report(row: GradeRow, *, detailed: bool = True) -> str:
+    """What a trainee reads about their row: score or status, the error they may see, and
+    the feedback; with `detailed`, the score's parts and (not under a hidden variant) the
+    metrics too. Plain text: every platform must show it as text, never as markup."""
     points = gradebook_points(row) or 0.0
     lines: list[str] = []
     if row.status == "ok":
         lines.append(f"Score: {points:.1f} / {row.max_score:.1f}")
-        if row.parts:
+        if detailed and row.parts:
             lines.append("Score parts:")
             lines += [f"  {name}: {value:.3f}" for name, value in sorted(row.parts.items())]
-        if row.metrics and not row.hidden_variant:
+        if detailed and row.metrics and not row.hidden_variant:
             lines.append("Metrics:")
             lines += [f"  {name}: {value:.4f}" for name, value in sorted(row.metrics.items())]
     elif row.status == "infra-error":
@@ -904,27 +1043,74 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible") -> dict[st
     if row.feedback:
         lines += ["", "Feedback:"]
         lines += [f"- {hint}" for hint in row.feedback]
-    output = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def gradescope_results(row: GradeRow, *, visibility: str = "visible",
+                       execution_time_s: float | None = None) -> dict[str, Any]:
+    """One trainee's row as a Gradescope autograder `results.json` object.
+
+    The form follows Gradescope's "Autograder Specifications" (output format): a
+    top-level `score`, which overrides the sum of the tests; the trainee's report as the
+    top-level `output`; one test with the score and the full report; then one
+    informational test per score part (no score of its own: the spec's "informational
+    checks"), and the score and its parts as `leaderboard` entries. Every text field is
+    marked `"text"` format, because Gradescope renders the top-level output as HTML by
+    default and feedback may quote the trainee's own strings. Flags, hashes and versions
+    go to `extra_data`, which the spec describes only as data to be stored, not shown. An
+    infra-error scores 0 on Gradescope, which has no "no grade" value; its output says the
+    submission will be graded again. Under a hidden variant the output holds no free text
+    of the run: an error's kind and line only, and no metrics (their names carry the
+    variant's settings, e.g. an epsilon).
+
+    visibility: when students see the results, one of hidden, after_due_date,
+        after_published, visible.
+    execution_time_s: the run's time; by default the row's own total.
+    """
+    if visibility not in GRADESCOPE_VISIBILITIES:
+        raise GradebookError(
+            f"Gradescope visibility {visibility!r} is not one Gradescope knows. "
+            f"Use one of: {', '.join(GRADESCOPE_VISIBILITIES)}."
+        )
+    points = gradebook_points(row) or 0.0
     test: dict[str, Any] = {
         "name": f"{row.scenario_id} ({row.status})",
         "name_format": "text",
         "score": points,
         "max_score": row.max_score,
         "status": "passed" if row.status == "ok" else "failed",
-        "output": output,
+        "output": trainee_report(row),
         "output_format": "text",
         "visibility": visibility,
     }
+    part_tests = [
+        {
+            "name": f"score part {name} = {value:.4f}",
+            "name_format": "text",
+            "output": f"{name} = {value:.6g}: one part of the score (`secureml show "
+                      f"{row.scenario_id}` shows how the parts make the score).",
+            "output_format": "text",
+            "visibility": visibility,
+        }
+        for name, value in sorted(row.parts.items())
+    ]
+    leaderboard = [{"name": "score", "value": points, "order": "desc"}]
+    leaderboard += [
+        {"name": name, "value": round(value, 6),
+         "order": "asc" if name in _SMALLER_IS_BETTER_PARTS else "desc"}
+        for name, value in sorted(row.parts.items())
+    ]
     results: dict[str, Any] = {
         "score": points,
-        "output": _INFRA_ERROR_MESSAGE if row.status == "infra-error" else f"Graded: {row.status}",
+        "output": trainee_report(row, detailed=False),
         "output_format": "text",
         "test_output_format": "text",
         "test_name_format": "text",
         "visibility": visibility,
         # Our own prints go to stdout and may mention hidden-variant settings.
         "stdout_visibility": "hidden",
-        "tests": [test],
+        "tests": [test, *part_tests],
+        "leaderboard": leaderboard,
         "extra_data": {
             "secureml_status": row.status,
             "flags": list(row.flags),
@@ -936,8 +1122,33 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible") -> dict[st
             "graded_at": row.graded_at,
         },
     }
-    if "total" in row.timings_s:
-        results["execution_time"] = round(row.timings_s["total"])  # whole seconds, as in the spec
+    if execution_time_s is None:
+        execution_time_s = row.timings_s.get("total")
+    if execution_time_s is not None:
+        results["execution_time"] = round(execution_time_s)  # whole seconds, as in the spec
+    return results
+
+
+def gradescope_grader_failure(detail: str, *, execution_time_s: float | None = None) -> dict[str, Any]:
+    """A Gradescope `results.json` object for a run the grader itself could not finish.
+
+    The trainee reads that the grader failed and the submission will be graded again
+    (Gradescope has no "no grade" value: the score is 0 until then); `detail`, the cause,
+    goes to `extra_data`, which only the instructor's tools see.
+    """
+    results: dict[str, Any] = {
+        "score": 0.0,
+        "output": _INFRA_ERROR_MESSAGE,
+        "output_format": "text",
+        "test_output_format": "text",
+        "test_name_format": "text",
+        "stdout_visibility": "hidden",
+        "tests": [{"name": "secureml (the grader failed)", "score": 0.0, "max_score": 100.0,
+                   "status": "failed", "output": _INFRA_ERROR_MESSAGE}],
+        "extra_data": {"secureml_status": "infra-error", "detail": detail},
+    }
+    if execution_time_s is not None:
+        results["execution_time"] = round(execution_time_s)
     return results
 
 
@@ -1119,9 +1330,9 @@ def render_html(rows: Iterable[GradeRow]) -> str:
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # Write a temporary file beside the target and rename it over: an instructor
-    # never uploads a half-written export from an interrupted run.
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` whole or not at all: a temporary file beside it is
+    renamed over it, so nobody uploads a half-written export from an interrupted run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -1135,22 +1346,26 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-_Writer = Callable[[Sequence[GradeRow], Path], list[Path]]
+_Writer = Callable[[Sequence[GradeRow], Path, ExportOptions], list[Path]]
 
 
-def _write_single_file(render: Callable[[Sequence[GradeRow]], str]) -> _Writer:
-    def write(rows: Sequence[GradeRow], output_path: Path) -> list[Path]:
+def _write_single_file(render: Callable[[Sequence[GradeRow], ExportOptions], str]) -> _Writer:
+    def write(rows: Sequence[GradeRow], output_path: Path, options: ExportOptions) -> list[Path]:
         if output_path.is_dir():
             raise GradebookError(
                 f"{output_path} is a folder, but this export writes one file. Give a file name."
             )
-        _write_atomically(output_path, render(rows))
+        write_text_atomically(output_path, render(rows, options))
         return [output_path]
 
     return write
 
 
-def _write_gradescope(rows: Sequence[GradeRow], output_folder: Path) -> list[Path]:
+def _without_options(render: Callable[[Sequence[GradeRow]], str]) -> Callable[[Sequence[GradeRow], ExportOptions], str]:
+    return lambda rows, _options: render(rows)
+
+
+def _write_gradescope(rows: Sequence[GradeRow], output_folder: Path, _options: ExportOptions) -> list[Path]:
     if output_folder.exists() and not output_folder.is_dir():
         raise GradebookError(
             f"{output_folder} is a file, but the gradescope export writes a folder with one "
@@ -1160,37 +1375,78 @@ def _write_gradescope(rows: Sequence[GradeRow], output_folder: Path) -> list[Pat
     written = []
     for relative_path, text in render_gradescope(rows).items():
         path = output_folder / relative_path
-        _write_atomically(path, text)
+        write_text_atomically(path, text)
         written.append(path)
     return written
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One export format: what it writes, and the function that writes it."""
+    """One export format: what it writes, the function that writes it, where by default.
+
+    default_output: the path when none is given; {scenario} is the scenario id, or "all".
+    options: the ExportOptions fields it reads; a platform's import needs the roster.
+    """
 
     description: str
     write: _Writer
+    default_output: str
+    options: frozenset[str] = frozenset()
 
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {
-    "csv": ExportFormat("one CSV file for LMS gradebook imports", _write_single_file(render_csv)),
-    "json": ExportFormat("one JSON file listing the rows, without pictures", _write_single_file(render_json)),
+    "csv": ExportFormat("one CSV file for LMS gradebook imports",
+                        _write_single_file(_without_options(render_csv)), "{scenario}-grades.csv"),
+    "json": ExportFormat("one JSON file listing the rows, without pictures",
+                         _write_single_file(_without_options(render_json)), "{scenario}-grades.json"),
     "gradescope": ExportFormat(
-        "a folder with <trainee>/results.json in Gradescope's autograder format", _write_gradescope
+        "a folder with <trainee>/results.json in Gradescope's autograder format", _write_gradescope,
+        "{scenario}-gradescope",
     ),
-    "html": ExportFormat("one self-contained HTML report", _write_single_file(render_html)),
+    "html": ExportFormat("one self-contained HTML report",
+                         _write_single_file(_without_options(render_html)), "{scenario}-grades.html"),
+    "canvas": ExportFormat("one CSV file for Canvas's gradebook import (needs a roster)",
+                           _write_single_file(render_canvas), "{scenario}-canvas.csv",
+                           frozenset({"roster", "assignment_title", "assignment_id", "points"})),
+    "moodle": ExportFormat("one CSV file of grades and feedback for Moodle's grade import (needs a roster)",
+                           _write_single_file(render_moodle), "{scenario}-moodle.csv",
+                           frozenset({"roster", "assignment_title", "points"})),
 }
 
 
-def export(rows: Iterable[GradeRow], fmt: str, output_path: str | os.PathLike[str]) -> list[Path]:
+def export(rows: Iterable[GradeRow], fmt: str, output_path: str | os.PathLike[str],
+           options: ExportOptions = ExportOptions()) -> list[Path]:
     """Write `rows` in format `fmt` to `output_path`; return the files written.
 
-    Every format uses the newest row of each trainee. csv, gradescope and html
-    cover one scenario; json takes any number. For "gradescope", output_path is a
-    folder that receives one <trainee>/results.json per trainee.
+    Every format uses the newest row of each trainee. Only json covers several scenarios.
+    For "gradescope", output_path is a folder that receives one <trainee>/results.json per
+    trainee. canvas and moodle need `options.roster`; each format refuses options it does
+    not use, so that a setting meant for one platform is never silently dropped.
     """
     if fmt not in EXPORT_FORMATS:
         known = ", ".join(f"{name} ({spec.description})" for name, spec in EXPORT_FORMATS.items())
         raise UnknownExportFormatError(f"Unknown export format {fmt!r}. Known formats: {known}.")
-    return EXPORT_FORMATS[fmt].write(list(rows), Path(output_path))
+    spec = EXPORT_FORMATS[fmt]
+    _check_options(fmt, spec, options)
+    return spec.write(list(rows), Path(output_path), options)
+
+
+def _check_options(fmt: str, spec: ExportFormat, options: ExportOptions) -> None:
+    defaults = ExportOptions()
+    for field in dataclasses.fields(ExportOptions):
+        if field.name not in spec.options and getattr(options, field.name) != getattr(defaults, field.name):
+            takers = [name for name, each in EXPORT_FORMATS.items() if field.name in each.options]
+            raise GradebookError(f"the {fmt} export takes no {field.name.replace('_', ' ')}",
+                                 fix=f"leave it out: only {' and '.join(takers)} use it")
+    if "roster" in spec.options and options.roster is None:
+        raise GradebookError(
+            f"the {fmt} export needs a roster: who each trainee is on the platform",
+            fix="pass --roster FILE.csv (columns: " + ",".join(ROSTER_COLUMNS) + ")",
+        )
+    if not (isinstance(options.points, (int, float)) and math.isfinite(options.points) and options.points > 0):
+        raise GradebookError(f"the assignment's points must be a number above 0, got {options.points!r}",
+                             fix="pass --points 100, or what the assignment is worth")
+    if options.assignment_id is not None and not re.fullmatch(r"[0-9]{1,20}", options.assignment_id):
+        # Canvas reads "TITLE (ID)" with digits only; anything else would create a new assignment.
+        raise GradebookError(f"the assignment id must be Canvas's number, got {options.assignment_id!r}",
+                             fix="copy the number from the assignment's address: .../assignments/12345")
