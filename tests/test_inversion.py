@@ -9,6 +9,7 @@ images, smaller numbers. The shipped scenarios run end to end through the CLI (s
 
 from __future__ import annotations
 
+import random
 import textwrap
 from pathlib import Path
 
@@ -19,25 +20,34 @@ from secureml import runner, scenario
 from secureml.cache import Cache
 from secureml.errors import MitigationError
 from secureml.families.base import RunContext
+from secureml.families.inversion.family import closing_hint
+from secureml.scoring import Score
 
 from conftest import REPO, run_json
 
 SHIPPED = ["inversion-01", "inversion-02"]
+GAMING = REPO / "tests" / "gaming"
 
-# Both variants hold out the same digits and train the evaluator the same way, so the
-# evaluation classifier is trained once per session (its cache key is images + recipe).
+# The digits variants: same schema, 8x8 images, smaller numbers. inversion-01's evaluator is
+# trained once per session (its cache key is images + recipe).
 DIGITS = {
-    "dataset": {"name": "digits", "train_size": 900, "test_size": 897},
-    # 400 + 300 held out leave 197 digits for the utility test set (the schema wants 100).
-    "holdout": {"evaluator": 400, "auxiliary": 300},
-    "evaluator": {"arch": "cnn", "epochs": 30, "batch_size": 64, "learning_rate": 0.003, "optimizer": "adam"},
+    "inversion-01": {
+        "dataset": {"name": "digits", "train_size": 900, "test_size": 897},
+        # 400 + 300 held out leave 197 digits for the test set (the schema wants 100).
+        "holdout": {"evaluator": 400, "auxiliary": 300},
+        "evaluator": {"arch": "cnn", "epochs": 30, "batch_size": 64, "learning_rate": 0.003, "optimizer": "adam"},
+    },
+    "inversion-02": {
+        "dataset": {"name": "digits", "train_size": 900, "test_size": 897},
+        # 300 for the attacker (about 150 once the secret classes are gone), 597 users' queries.
+        "holdout": {"auxiliary": 300},
+    },
 }
-# What each variant changes in the shipped attack, to keep it to about a second.
+# What each variant changes in the shipped attack, to keep it to seconds.
 FASTER_ATTACK = {
-    # 8x8 digits need far fewer steps than 28x28 ones; two starts per class instead of four.
-    "inversion-01": {"max_iter": 100, "restarts": 2},
-    # About 150 known digits: batches of 32 give the decoder 5 steps an epoch, not 3
-    # (measured attack accuracy 0.76, against 0.51 with the shipped 64).
+    # 8x8 digits need far fewer steps than 28x28 ones.
+    "inversion-01": {"max_iter": 100},
+    # About 150 known digits: batches of 32 give the decoder 5 steps an epoch, not 3.
     "inversion-02": {"batch_size": 32},
 }
 CHANCE = 0.1  # ten digit classes
@@ -59,7 +69,7 @@ def one_torch_thread():
 def _digits_variant(folder: Path, scenario_id: str, **changes) -> scenario.ScenarioBase:
     """A shipped inversion scenario on scikit-learn's digits, written where tests can load it."""
     data = yaml.safe_load((REPO / "scenarios" / f"{scenario_id}.yaml").read_text())
-    data.update(DIGITS)
+    data.update(DIGITS[scenario_id])
     data["attack"].update(FASTER_ATTACK[scenario_id])
     data.update(changes)
     for role in ("starter", "solution"):
@@ -89,10 +99,10 @@ def _run(loaded, mitigation: Path | None = None, *, cache: Cache | None = None) 
     return runner.run(loaded, mitigation=mitigation, ctx=RunContext(cache=cache or Cache()))
 
 
-# --------------------------------------------------------------------------- the attacks work
+# --------------------------------------------------------------------------- white-box: MIFace
 
 
-def test_miface_draws_digits_the_evaluator_recognises_from_an_undefended_model(white_box):
+def test_miface_recovers_every_digit_from_an_undefended_model(white_box):
     evaluation = _run(white_box).evaluation
     # Measured 1.0 on this variant (and on inversion-01 itself); chance is 0.1.
     assert evaluation.metrics["victim.attack_accuracy"] >= 6 * CHANCE
@@ -101,42 +111,91 @@ def test_miface_draws_digits_the_evaluator_recognises_from_an_undefended_model(w
     assert not evaluation.flags, "MIFace must reach high confidence on an undefended model"
 
 
-def test_the_inversion_network_draws_digits_the_attacker_never_saw_from_full_probabilities(query_only):
+def test_a_model_whose_units_are_dead_at_the_blank_start_scores_near_zero_and_is_flagged(white_box):
+    # Its first-layer units are all off on blank and faintly noisy images: MIFace's usual
+    # starts. It kept its accuracy and scored 97.5 when those were the only starts.
+    evaluation = _run(white_box, GAMING / "inversion_dead_units.py").evaluation
+    assert evaluation.metrics["mitigated.utility"] >= evaluation.metrics["victim.utility"] - 0.02
+    assert evaluation.score.total <= 10
+    assert evaluation.flags and "count as recovered" in evaluation.flags[0]
+    assert evaluation.details["blinded_classes"], "the classes MIFace could not move on are named"
+    assert white_box.hints.success not in evaluation.feedback, "no success hint beside a flag"
+
+
+def test_no_success_hint_is_ever_given_beside_a_flag():
+    high = Score(100.0, {}, "leakage-calibrated")
+    assert closing_hint(high, [], [], "Well done.") == ["Well done."]
+    assert closing_hint(high, [], ["MIFace was stuck"], "Well done.") == []
+    assert closing_hint(Score(50.0, {}, "leakage-calibrated"), [], [], "Well done.") == []
+
+
+# --------------------------------------------------------------------------- query-only: the inversion network
+
+
+def test_the_inversion_network_identifies_users_from_full_probabilities(query_only):
     metrics = _run(query_only).evaluation.metrics
-    # Measured 0.76 on this variant (0.71 on inversion-02); chance is 0.1.
-    assert metrics["victim.attack_accuracy"] >= 5 * CHANCE
-    # The small probabilities of the other classes teach it more than the label alone.
-    assert metrics["victim.attack_accuracy"] >= metrics["floor.attack_accuracy"] + 0.15
-
-
-# --------------------------------------------------------------------------- defences
+    # Measured on this variant, in the worst class: 0.95 from full probabilities, 0.63 from
+    # labels alone (chance is 0.5; a label also gives away the users the model misreads).
+    assert metrics["victim.identification"] >= metrics["label_only.identification"] + 0.15
+    assert metrics["score"] == 0, "no mitigation earns nothing"
 
 
 @pytest.mark.parametrize(
-    "api",
+    "gaming",
     [
-        pytest.param("np.round(tools.probabilities(model, x), 1)", id="confidences-to-one-decimal"),
-        pytest.param(
-            "np.eye(tools.num_classes, dtype=np.float32)[tools.probabilities(model, x).argmax(axis=1)]",
-            id="top-1-label-only",
-        ),
+        pytest.param("inversion_scaled_runner_ups.py", id="runners-up-times-1e-12"),
+        pytest.param("inversion_shifted_scores.py", id="uniform-shift"),
+        pytest.param("inversion_permuted_runner_ups.py", id="runners-up-in-reverse-order"),
     ],
 )
-def test_rounding_the_api_outputs_lowers_what_the_inversion_network_recovers(query_only, tmp_path, api):
-    rounding = _mitigation(
-        tmp_path,
-        f"""
-        import numpy as np
+def test_reencoding_the_outputs_in_a_way_the_attacker_can_undo_scores_no_better_than_undefended(
+    query_only, gaming
+):
+    evaluation = _run(query_only, GAMING / gaming).evaluation
+    # Measured 0.0 for all three on this variant; the runners-up times 1e-12 scored 100 when
+    # the attacker read log(max(p, 1e-6)) alone.
+    assert evaluation.score.total <= 10
+    assert evaluation.score.parts["leakage_removed"] <= 0.1, "some reading sees straight through it"
 
-        def protect(model, tools):
-            return lambda x: {api}
-        """,
-    )
-    metrics = _run(query_only, rounding).evaluation.metrics
-    # Measured on this variant: 0.76 undefended, 0.29 rounded, 0.19 label only (the floor).
-    assert metrics["mitigated.attack_accuracy"] <= metrics["victim.attack_accuracy"] - 0.15
-    assert metrics["mitigated.utility"] >= metrics["victim.utility"] - 0.02, "the argmax must survive"
-    assert metrics["score"] >= 70
+
+def test_a_label_only_api_scores_clearly_below_the_reference_that_keeps_confidences(query_only):
+    label_only = _run(query_only, GAMING / "inversion_label_only.py").evaluation
+    reference = _run(query_only, query_only.solution_path).evaluation
+    # Measured 50.0 and 100.0 on this variant. Both leak no more than labels; only the
+    # reference keeps what clients bet on.
+    assert label_only.score.parts["leakage_removed"] == pytest.approx(1.0)
+    assert label_only.score.parts["confidence_kept"] == pytest.approx(0.0)
+    assert label_only.score.total <= 100 * (1 - query_only.scoring.confidence_weight) + 1e-9
+    assert reference.score.total >= 80
+    assert reference.score.total >= label_only.score.total + 25
+    assert reference.metrics["mitigated.accuracy"] == reference.metrics["victim.accuracy"]
+
+
+def test_automatic_variants_draw_other_secret_classes_that_always_validate(tmp_path):
+    public = scenario.load("inversion-02")
+    drawn = set()
+    for seed in range(50):
+        overrides = public.variant_overrides(random.Random(seed))
+        secret = overrides["attack"]["secret_classes"]
+        assert len(secret) == len(public.attack.secret_classes) == len(set(secret))
+        path = tmp_path / f"variant-{seed}.yaml"
+        path.write_text(yaml.safe_dump(overrides))
+        assert scenario.apply_overrides(public, path).attack.secret_classes == secret
+        drawn.add(tuple(secret))
+    assert len(drawn) > 10, "variants must not keep returning the public secret classes"
+
+
+def test_an_api_that_hides_only_the_public_secret_classes_scores_near_zero_here_and_on_a_variant(
+    query_only, tmp_path
+):
+    # Labels only for the public secret classes, full probabilities for every other answer:
+    # the other classes' users stay exposed, to this attacker and to one that lacks them.
+    overrides = tmp_path / "variant.yaml"
+    overrides.write_text("attack:\n  secret_classes: [5, 6, 7, 8, 9]\n")
+    for loaded in (query_only, scenario.apply_overrides(query_only, overrides)):
+        evaluation = _run(loaded, GAMING / "inversion_hard_coded_secret_classes.py").evaluation
+        # Measured 3.4 on the public variant.
+        assert evaluation.score.total <= 10
 
 
 # --------------------------------------------------------------------------- strict results
@@ -196,7 +255,7 @@ def test_train_returning_a_model_the_victim_architecture_cannot_load_is_an_inval
 
 def test_same_seed_twice_gives_identical_inversion_metrics_without_cache(tmp_path):
     loaded = _digits_variant(tmp_path, "inversion-02", seed=7)
-    # Everything retrained both times: victim, evaluator, and the inversion network.
+    # Everything retrained both times: the victim and every inversion network.
     first = _run(loaded, cache=Cache(enabled=False)).evaluation
     second = _run(loaded, cache=Cache(enabled=False)).evaluation
     assert first.metrics == second.metrics
@@ -211,16 +270,16 @@ def test_same_seed_twice_gives_identical_inversion_metrics_without_cache(tmp_pat
 def test_run_inversion_without_mitigation_scores_near_zero(scenario_id, tmp_path):
     payload = run_json(scenario_id, out=tmp_path)
     assert payload["score"] <= 5
-    metrics = payload["metrics"]
-    assert metrics["victim.attack_accuracy"] > metrics["floor.attack_accuracy"], "the attack must recover something"
+    # Not capped: the attack recovered something above the floor, so the 0 is measured.
+    assert payload["score_capped_by"] == ""
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario_id", SHIPPED)
 def test_run_inversion_with_the_reference_solution_scores_high(scenario_id, tmp_path):
     payload = run_json(scenario_id, "--mitigation", str(REPO / "labs" / scenario_id / "solution.py"), out=tmp_path)
-    assert payload["score"] >= 70
-    assert payload["metrics"]["mitigated.utility"] >= payload["metrics"]["victim.utility"] - 0.03
+    assert payload["score"] >= 80
+    assert not payload["flags"]
     assert (tmp_path / "inversion.png").stat().st_size > 10_000
 
 
@@ -236,3 +295,28 @@ def test_run_inversion_starter_runs_and_scores_low(scenario_id, tmp_path):
     payload = run_json(scenario_id, "--mitigation", str(REPO / "labs" / scenario_id / "mitigation.py"), out=tmp_path)
     assert payload["score"] < 30
     assert payload["feedback"], "a low score must come with feedback"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("scenario_id", "gaming"),
+    [
+        pytest.param("inversion-01", "inversion_dead_units.py", id="inversion-01-dead-units"),
+        pytest.param("inversion-02", "inversion_scaled_runner_ups.py", id="inversion-02-runners-up-times-1e-12"),
+    ],
+)
+def test_run_inversion_gaming_submission_scores_near_zero(scenario_id, gaming, tmp_path):
+    # The two submissions issue 11 found scoring 97.5 (flagged) and 100 on the public labs.
+    payload = run_json(scenario_id, "--mitigation", str(GAMING / gaming), out=tmp_path)
+    assert payload["score"] <= 10
+    hints = yaml.safe_load((REPO / "scenarios" / f"{scenario_id}.yaml").read_text())["hints"]
+    assert hints["success"].strip() not in [note.strip() for note in payload["feedback"]]
+
+
+@pytest.mark.slow
+def test_run_inversion_02_label_only_scores_clearly_below_the_reference(tmp_path):
+    label_only = run_json("inversion-02", "--mitigation", str(GAMING / "inversion_label_only.py"), out=tmp_path)
+    reference = run_json("inversion-02", "--mitigation", str(REPO / "labs" / "inversion-02" / "solution.py"),
+                         out=tmp_path)
+    assert label_only["score"] <= 50.0 + 1e-6
+    assert reference["score"] >= label_only["score"] + 25

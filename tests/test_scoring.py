@@ -83,3 +83,115 @@ def test_non_finite_metrics_are_rejected():
 
 def test_clip01():
     assert [clip01(v) for v in (-1, 0.3, 2)] == [0.0, 0.3, 1.0]
+
+
+# --------------------------------------------------------------------------- inversion (white-box)
+
+from secureml.scoring import inversion_api_calibrated, inversion_calibrated  # noqa: E402
+
+WHITE_BOX = dict(attack_accuracy_none=1.0, attack_accuracy_floor=0.1, utility_none=0.91, max_utility_drop=0.1)
+
+
+def test_inversion_no_mitigation_scores_zero_and_reaching_chance_at_full_utility_scores_100():
+    assert inversion_calibrated(**WHITE_BOX, attack_accuracy_mitigated=1.0, utility_mitigated=0.91).total == 0.0
+    assert inversion_calibrated(**WHITE_BOX, attack_accuracy_mitigated=0.1, utility_mitigated=0.91).total == 100.0
+
+
+def test_inversion_losing_the_whole_utility_allowance_scores_zero_and_says_why():
+    result = inversion_calibrated(**WHITE_BOX, attack_accuracy_mitigated=0.1, utility_mitigated=0.80)
+    assert result.total == 0.0 and "utility fell" in result.capped_by
+
+
+# --------------------------------------------------------------------------- inversion (query-only API)
+
+VIEWS = ("log-scores", "runner-ups", "ranks")
+API = dict(
+    identification_none=dict.fromkeys(VIEWS, 0.75),
+    identification_label_only=dict.fromkeys(VIEWS, 0.50),
+    accuracy_none=0.95,
+    log_loss_none=0.17,
+    log_loss_label_only=0.33,
+    max_accuracy_drop=0.1,
+    confidence_weight=0.5,
+    confidence_target=0.5,
+)
+
+
+def api_score(identification=0.75, accuracy=0.95, log_loss=0.17, **views):
+    mitigated = {**dict.fromkeys(VIEWS, identification), **views}
+    return inversion_api_calibrated(
+        **API, identification_mitigated=mitigated, accuracy_mitigated=accuracy, log_loss_mitigated=log_loss
+    )
+
+
+def test_the_full_probability_api_scores_zero():
+    assert api_score().total == 0.0
+
+
+def test_a_label_only_api_leaks_least_but_keeps_no_confidence_and_scores_half():
+    result = api_score(identification=0.50, log_loss=0.33)
+    assert result.parts["leakage_removed"] == 1.0 and result.parts["confidence_kept"] == 0.0
+    assert result.total == pytest.approx(50.0)
+
+
+def test_the_label_with_a_confidence_keeping_half_the_log_loss_advantage_scores_100():
+    assert api_score(identification=0.50, log_loss=0.25).total == pytest.approx(100.0)
+
+
+def test_a_reencoding_that_blinds_one_view_while_another_sees_through_removes_nothing():
+    result = api_score(identification=0.75, **{"log-scores": 0.50})
+    assert result.parts["leakage_removed.log-scores"] == 1.0
+    assert result.total == 0.0
+
+
+def test_each_view_is_calibrated_against_itself():
+    # A weaker view (less headroom above labels) is judged on its own scale.
+    result = inversion_api_calibrated(
+        **{**API, "identification_none": {"log-scores": 0.75, "ranks": 0.65}},
+        identification_mitigated={"log-scores": 0.50, "ranks": 0.65},
+        accuracy_mitigated=0.95,
+        log_loss_mitigated=0.25,
+    )
+    assert result.parts["leakage_removed.ranks"] == 0.0 and result.total == 0.0
+
+
+def test_a_view_that_learned_nothing_from_the_scores_does_not_decide():
+    result = inversion_api_calibrated(
+        **{**API, "identification_none": {"log-scores": 0.75, "ranks": 0.51}},
+        identification_mitigated={"log-scores": 0.50, "ranks": 0.51},
+        accuracy_mitigated=0.95,
+        log_loss_mitigated=0.25,
+    )
+    assert "leakage_removed.ranks" not in result.parts
+    assert result.total == pytest.approx(100.0)
+
+
+def test_an_api_whose_full_vector_leaks_no_more_than_labels_cannot_be_scored():
+    result = inversion_api_calibrated(
+        **{**API, "identification_none": dict.fromkeys(VIEWS, 0.505)},
+        identification_mitigated=dict.fromkeys(VIEWS, 0.5),
+        accuracy_mitigated=0.95,
+        log_loss_mitigated=0.25,
+    )
+    assert result.total == 0.0 and "no better than labels" in result.capped_by
+
+
+def test_an_api_losing_the_whole_accuracy_allowance_scores_zero():
+    result = api_score(identification=0.50, accuracy=0.84, log_loss=0.25)
+    assert result.total == 0.0 and "accuracy fell" in result.capped_by
+
+
+@pytest.mark.parametrize(
+    "identification, log_loss",
+    list(itertools.product([0.4, 0.5, 0.6, 0.75, 0.9], [0.1, 0.17, 0.25, 0.33, 2.0])),
+)
+def test_api_score_is_always_within_0_and_100_and_finite(identification, log_loss):
+    total = api_score(identification=identification, log_loss=log_loss).total
+    assert 0.0 <= total <= 100.0 and math.isfinite(total)
+
+
+def test_api_score_never_rewards_more_leakage_or_a_worse_log_loss():
+    by_leakage = [api_score(identification=value, log_loss=0.25).total for value in (0.5, 0.55, 0.6, 0.7, 0.75)]
+    by_log_loss = [api_score(identification=0.5, log_loss=value).total for value in (0.2, 0.25, 0.3, 0.33, 0.5)]
+    assert by_leakage == sorted(by_leakage, reverse=True)
+    assert by_log_loss == sorted(by_log_loss, reverse=True)

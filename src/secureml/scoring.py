@@ -7,6 +7,7 @@ and a function that computes it. Families pick a method by name in the scenario 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -99,12 +100,14 @@ def _require_finite(values: dict[str, float]) -> None:
 # --------------------------------------------------------------------------- inversion
 
 INVERSION_FORMULA = (
+    "AA = attack accuracy: the share of classes MIFace recovers from at least one of its starts\n"
+    "     (an independent evaluation classifier assigns the reconstruction to the class); a class\n"
+    "     whose blank and noise starts are all stuck (vanishing gradients) counts as recovered\n"
     "leakage_removed = clip((AA_none - AA_mit) / (AA_none - AA_floor), 0, 1)\n"
     "utility_kept    = clip(1 - max(0, U_none - U_mit) / {max_utility_drop:g}, 0, 1)\n"
     "score = 100 * leakage_removed * utility_kept\n"
-    "where AA is the attack accuracy (the share of reconstructions an independent evaluation "
-    "classifier assigns to the attacked class), U the utility ({utility}), and the floor "
-    "{floor}; losing {max_utility_drop_points:g} points of utility scores 0"
+    "where U is the returned model's test accuracy and the floor is chance (1 / number of\n"
+    "classes); losing {max_utility_drop_points:g} points of utility scores 0"
 )
 
 
@@ -121,13 +124,13 @@ def inversion_calibrated(
     scaled down linearly by the utility it cost.
 
     The floor is what the attack recovers when the model reveals nothing it need not
-    (chance for the white-box attack; a label-only API for the query attack). Attack
-    accuracy by an independent evaluation classifier is the standard leakage metric of
-    the inversion literature (e.g. Zhang et al., CVPR 2020, "The secret revealer").
+    (chance for the white-box attack). Attack accuracy by an independent evaluation
+    classifier is the standard leakage metric of the inversion literature (e.g. Zhang et
+    al., CVPR 2020, "The secret revealer").
     """
     headroom = attack_accuracy_none - attack_accuracy_floor
     utility_drop = utility_none - utility_mitigated
-    leakage_removed = clip01((attack_accuracy_none - attack_accuracy_mitigated) / headroom) if headroom > 1e-9 else 0.0
+    leakage_removed = _share_removed(attack_accuracy_none, attack_accuracy_mitigated, headroom)
     utility_kept = _share_kept(utility_drop, max_utility_drop)
     parts = {
         "leakage_removed": leakage_removed,
@@ -153,6 +156,92 @@ def inversion_calibrated(
         lost="utility",
         drop=utility_drop,
         max_drop=max_utility_drop,
+    )
+
+
+INVERSION_API_FORMULA = (
+    "ID = identification: the chance that the attacker's reconstruction of a user's query is closer\n"
+    "     to that user's own image than to another user's image of the same digit (0.5 is chance),\n"
+    "     in the class whose users it identifies best\n"
+    "LL = log loss of the client's reading of your outputs: probabilities, unreported mass spread\n"
+    "     evenly, {client_smoothing:g} of uniform mass mixed in\n"
+    "leakage_removed = min over the attacker's views v of\n"
+    "                  clip((ID_none,v - ID_mit,v) / (ID_none,v - ID_label_only,v), 0, 1)\n"
+    "accuracy_kept   = clip(1 - max(0, ACC_none - ACC_mit) / {max_accuracy_drop:g}, 0, 1)\n"
+    "confidence_kept = clip((LL_label_only - LL_mit) / (LL_label_only - LL_none), 0, 1)\n"
+    "usefulness      = accuracy_kept * (1 - {confidence_weight:g} + {confidence_weight:g} * "
+    "min(1, confidence_kept / {confidence_target:g}))\n"
+    "score = 100 * leakage_removed * usefulness\n"
+    "where 'none' is the full probability vector, 'label_only' a one-hot label and ACC the accuracy\n"
+    "of your argmax; a label-only API scores {label_only_score:g}, and losing {max_accuracy_drop_points:g} "
+    "points of accuracy scores 0"
+)
+
+# A view of the outputs whose identification on the full API is within this of labels
+# alone learned nothing from the scores: it cannot say how much a defence removed. The
+# spread of one view's identification over decoder starts was 0.002-0.009 (inversion-02).
+MIN_VIEW_HEADROOM = 0.02
+
+
+def inversion_api_calibrated(
+    *,
+    identification_none: Mapping[str, float],
+    identification_mitigated: Mapping[str, float],
+    identification_label_only: Mapping[str, float],
+    accuracy_none: float,
+    accuracy_mitigated: float,
+    log_loss_none: float,
+    log_loss_mitigated: float,
+    log_loss_label_only: float,
+    max_accuracy_drop: float,
+    confidence_weight: float,
+    confidence_target: float,
+) -> Score:
+    """Score a prediction API: leakage removed, times what it is still worth to a client.
+
+    identification_*: per view of the outputs (a way the attacker reads them), the
+    identification its reconstructions reach. Each view is calibrated against itself, and
+    the view the defence removes least from decides: a re-encoding that blinds one view
+    while another sees straight through it removes nothing.
+
+    Calibrated at both ends by the same model: the full probability vector is what leaks
+    most and what a client values most; a label-only answer leaks least and keeps only the
+    argmax. A defence earns its score by removing what the first leaks while keeping what
+    clients bet on (log loss, a proper scoring rule: only calibrated confidences lower it),
+    so "labels only" is a floor of leakage, not of the score.
+    """
+    headrooms = {view: none - identification_label_only[view] for view, none in identification_none.items()}
+    removed = {
+        view: _share_removed(identification_none[view], identification_mitigated[view], headroom)
+        for view, headroom in headrooms.items()
+        if headroom > MIN_VIEW_HEADROOM
+    }
+    leakage_removed = min(removed.values(), default=0.0)
+    accuracy_drop = accuracy_none - accuracy_mitigated
+    accuracy_kept = _share_kept(accuracy_drop, max_accuracy_drop)
+    advantage = log_loss_label_only - log_loss_none
+    # A full API no better than labels in log loss: there is no confidence left to lose.
+    confidence_kept = clip01((log_loss_label_only - log_loss_mitigated) / advantage) if advantage > 1e-9 else 1.0
+    confidence_factor = 1.0 - confidence_weight + confidence_weight * min(1.0, confidence_kept / confidence_target)
+    parts = {
+        "leakage_removed": leakage_removed,
+        "accuracy_kept": accuracy_kept,
+        "confidence_kept": confidence_kept,
+        "usefulness": accuracy_kept * confidence_factor,
+        "accuracy_drop": accuracy_drop,
+        "log_loss_rise": log_loss_mitigated - log_loss_none,
+        **{f"leakage_removed.{view}": value for view, value in removed.items()},
+    }
+    return _gained_times_kept(
+        "leakage-confidence-calibrated",
+        parts,
+        gained=leakage_removed,
+        kept=accuracy_kept * confidence_factor,
+        headroom=max((headrooms[view] for view in removed), default=0.0),
+        no_headroom="the full API let the attacker identify users no better than labels alone",
+        lost="accuracy",
+        drop=accuracy_drop,
+        max_drop=max_accuracy_drop,
     )
 
 
@@ -210,6 +299,11 @@ def robust_accuracy_calibrated(
 
 
 # --------------------------------------------------------------------------- shared
+
+
+def _share_removed(none: float, mitigated: float, headroom: float) -> float:
+    """The share of `headroom` (how far `none` is above its floor) by which `mitigated` is lower."""
+    return clip01((none - mitigated) / headroom) if headroom > 1e-9 else 0.0
 
 
 def _share_kept(drop: float, max_drop: float) -> float:

@@ -14,33 +14,45 @@ the family's name), so two interfaces cannot share one family entry.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import random
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from secureml.scenario import ScenarioBase, StrictModel, VictimConfig
 
 
 class MIFaceAttack(StrictModel):
-    """MIFace (Fredrikson, Jha and Ristenpart, CCS 2015), ART's implementation, every class."""
+    """MIFace (Fredrikson, Jha and Ristenpart, CCS 2015), ART's implementation, every class,
+    from several starts; per class, the worst case over the starts decides."""
 
     name: Literal["miface"]
     # ART-FACTS: MIFace effectively always runs max_iter iterations; its cost is linear in it.
     max_iter: int = Field(gt=0, le=5000)
     learning_rate: float = Field(gt=0, le=100, description="step size of the gradient ascent")
-    restarts: int = Field(
-        default=4, ge=1, le=32, description="starting points per class: zeros first, then seeded noise"
+    noise_scales: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.2, 0.5],
+        max_length=8,
+        description="after the blank start, one start of uniform noise in [0, scale] per scale",
     )
-    init_noise: float = Field(
-        default=0.2, ge=0, le=1, description="later starting points are uniform noise in [0, init_noise]"
-    )
+    auxiliary_samples: int = Field(
+        default=2, ge=0, le=16,
+        description="starts from the attacker's own images of other classes; the mean of all its "
+        "images is one more start",
+    )  # fmt: skip
     logit_std: float = Field(
         default=3.0,
         gt=0,
         le=50,
         description="before the softmax the attacker rescales the logits to this standard "
-        "deviation on its reference images, so scaling the output layer hides nothing",
+        "deviation on its own images, so scaling the output layer hides nothing",
     )
+    stuck_below: float = Field(
+        default=0.5, gt=0, lt=1,
+        description="a start is stuck when MIFace cannot raise the model's confidence in the class "
+        "to this; stuck starts recover nothing, and a class whose blank and noise starts are all "
+        "stuck counts as leaked (vanishing gradients hide leakage, they do not remove it)",
+    )  # fmt: skip
 
 
 class InversionNetAttack(StrictModel):
@@ -50,26 +62,47 @@ class InversionNetAttack(StrictModel):
     name: Literal["inversion-net"]
     secret_classes: list[int] = Field(
         min_length=1,
-        description="classes with no image in the attacker's auxiliary data: the classes attacked",
+        description="classes of which the attacker has no image; a second attacker has images of "
+        "these and of no other class, and the one that identifies users better counts",
     )
     epochs: int = Field(gt=0, le=500)
     learning_rate: float = Field(gt=0, le=1)
     batch_size: int = Field(default=64, gt=0, le=4096)
     hidden: list[int] = Field(default_factory=lambda: [256, 512], min_length=1, max_length=4)
-    probability_floor: float = Field(
-        default=1e-6, gt=0, lt=0.1, description="the attacker reads log(max(p, floor))"
+    views: list[str] = Field(
+        default_factory=lambda: ["log-scores", "runner-ups", "ranks"],
+        min_length=1,
+        description="what the attacker reads from each output vector (secureml.api_outputs.VIEWS); "
+        "one inversion network per view, and the view that identifies most decides",
     )
     query_batch: int = Field(default=100, gt=0, le=10000, description="queries per call of the API")
     decoders: int = Field(
-        default=3, gt=0, le=10,
-        description="decoders trained from different random starts; leakage is measured over all",
-    )
+        default=1, gt=0, le=10,
+        description="decoders per view, trained from different random starts; the attacker "
+        "averages their reconstructions",
+    )  # fmt: skip
+
+    @field_validator("views")
+    @classmethod
+    def _known_views(cls, views: list[str]) -> list[str]:
+        from secureml.api_outputs import VIEWS
+
+        unknown = [view for view in views if view not in VIEWS]
+        if unknown or len(set(views)) != len(views):
+            raise ValueError(f"distinct views, each one of: {', '.join(VIEWS)}; found {views}")
+        return views
 
 
 class Holdout(StrictModel):
     """How the held-out images (dataset.test_size) are shared out; the rest is the utility test set."""
 
     evaluator: int = Field(gt=0, description="images the independent evaluation classifier trains on")
+    auxiliary: int = Field(gt=0, description="the attacker's own images")
+
+
+class ApiHoldout(StrictModel):
+    """The held-out images (dataset.test_size): the attacker's, then the other users' queries."""
+
     auxiliary: int = Field(gt=0, description="the attacker's own images (before removing secret classes)")
 
 
@@ -78,6 +111,31 @@ class InversionScoring(StrictModel):
     max_utility_drop: float = Field(
         default=0.10, gt=0, le=1, description="a utility loss this large (or larger) scores 0"
     )
+
+
+class ApiInversionScoring(StrictModel):
+    """Leakage removed, traded against what a client of a confidence API needs: the right
+    argmax, and confidences it can bet on (log loss)."""
+
+    method: Literal["leakage-confidence-calibrated"] = "leakage-confidence-calibrated"
+    max_accuracy_drop: float = Field(
+        default=0.10, gt=0, le=1, description="an accuracy loss this large (or larger) scores 0"
+    )
+    confidence_weight: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="the share of the score that depends on confidences: a label-only API, "
+        "which keeps none of them, scores at most 100 * (1 - confidence_weight)",
+    )  # fmt: skip
+    confidence_target: float = Field(
+        default=0.5, gt=0, le=1,
+        description="keeping this share of the full API's log-loss advantage over labels alone "
+        "earns full marks for confidences",
+    )  # fmt: skip
+    client_smoothing: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="the uniform mass a client mixes into every answer before it bets on it "
+        "(bounds a confidently wrong answer's log loss)",
+    )  # fmt: skip
 
 
 class InversionHints(StrictModel):
@@ -90,44 +148,29 @@ class InversionHints(StrictModel):
 
 
 class _InversionScenario(ScenarioBase):
-    holdout: Holdout
-    evaluator: VictimConfig = Field(description="the independent evaluation classifier's recipe")
-    scoring: InversionScoring = InversionScoring()
     hints: InversionHints
 
-    # Overridden per family: the one function the trainee writes.
-    # What the floor of the score is, for the formula text.
-    floor_text: ClassVar[str] = ""
-    utility_text: ClassVar[str] = ""
-
-    def scoring_formula(self) -> str:
-        from secureml.scoring import INVERSION_FORMULA
-
-        return INVERSION_FORMULA.format(
-            max_utility_drop=self.scoring.max_utility_drop,
-            max_utility_drop_points=100 * self.scoring.max_utility_drop,
-            floor=self.floor_text,
-            utility=self.utility_text,
-        )
-
     @model_validator(mode="after")
-    def _holdout_fits_and_function_matches(self):
-        left = self.dataset.test_size - self.holdout.evaluator - self.holdout.auxiliary
+    def _holdout_leaves_a_test_set(self):
+        held_out = sum(self.holdout.model_dump().values())
+        left = self.dataset.test_size - held_out
         if left < 100:
+            fields = " + ".join(f"holdout.{name}" for name in self.holdout.model_dump())
             raise ValueError(
-                "holdout.evaluator + holdout.auxiliary must leave at least 100 of "
-                f"dataset.test_size ({self.dataset.test_size}) for the utility test set, found {left}"
+                f"{fields} must leave at least 100 of dataset.test_size ({self.dataset.test_size}) "
+                f"for the test set, found {left}"
             )
         return self
 
 
 class InversionScenario(_InversionScenario):
     family: Literal["inversion"]
+    holdout: Holdout
+    evaluator: VictimConfig = Field(description="the independent evaluation classifier's recipe")
     attack: MIFaceAttack
+    scoring: InversionScoring = InversionScoring()
 
     trainee_function: ClassVar[str] = "train"
-    floor_text: ClassVar[str] = "is chance (1 / number of classes)"
-    utility_text: ClassVar[str] = "the returned model's test accuracy"
     mitigation_signature: ClassVar[str] = (
         "def train(x, y, tools) -> a torch model with the victim's architecture\n"
         "  x: float32 (N, C, H, W) in [0, 1], the private training set; y: int64 (N,) labels\n"
@@ -137,23 +180,43 @@ class InversionScenario(_InversionScenario):
         "  tools.accuracy(model, x, y), tools.predict(model, x), tools.num_classes, tools.seed"
     )
 
+    def scoring_formula(self) -> str:
+        from secureml.scoring import INVERSION_FORMULA
+
+        return INVERSION_FORMULA.format(
+            max_utility_drop=self.scoring.max_utility_drop,
+            max_utility_drop_points=100 * self.scoring.max_utility_drop,
+        )
+
 
 class InversionApiScenario(_InversionScenario):
     family: Literal["inversion-api"]
+    holdout: ApiHoldout
     attack: InversionNetAttack
+    scoring: ApiInversionScoring = ApiInversionScoring()
 
     trainee_function: ClassVar[str] = "protect"
-    floor_text: ClassVar[str] = (
-        "is what the same attack recovers from an API that returns labels only (one-hot vectors)"
-    )
-    utility_text: ClassVar[str] = "the accuracy of the argmax of your API's outputs on test queries"
     mitigation_signature: ClassVar[str] = (
         "def protect(model, tools) -> api, a callable: api(x) -> outputs\n"
         "  model: the deployed torch classifier (returns logits); x: float32 (B, C, H, W) in [0, 1]\n"
-        "  outputs: (B, num_classes) scores in [0, 1]; the predicted class is their argmax\n"
+        "  outputs: (B, num_classes) scores in [0, 1]; the predicted class is their argmax; a client\n"
+        "    reads them as probabilities, unreported mass (1 - sum) spread evenly over the classes\n"
         "  tools.probabilities(model, x) -> the softmax vectors the API returns today\n"
         "  tools.num_classes, tools.seed"
     )
+
+    def scoring_formula(self) -> str:
+        from secureml.scoring import INVERSION_API_FORMULA
+
+        scoring = self.scoring
+        return INVERSION_API_FORMULA.format(
+            max_accuracy_drop=scoring.max_accuracy_drop,
+            max_accuracy_drop_points=100 * scoring.max_accuracy_drop,
+            confidence_weight=scoring.confidence_weight,
+            confidence_target=scoring.confidence_target,
+            client_smoothing=scoring.client_smoothing,
+            label_only_score=100 * (1 - scoring.confidence_weight),
+        )
 
     @model_validator(mode="after")
     def _secret_classes_are_classes(self) -> "InversionApiScenario":
@@ -168,3 +231,12 @@ class InversionApiScenario(_InversionScenario):
         if len(secret) >= classes:
             raise ValueError("attack.secret_classes must leave the attacker at least one class of images")
         return self
+
+    def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
+        """Other secret classes, as many as before: an API that hides only the public ones
+        leaks the new ones."""
+        from secureml.datasets import DATASETS
+
+        classes = DATASETS[self.dataset.name].num_classes
+        count = len(self.attack.secret_classes)
+        return {"attack": {"secret_classes": sorted(rng.sample(range(classes), count))}}

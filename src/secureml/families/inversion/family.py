@@ -1,74 +1,170 @@
-"""The inversion families: an attacker reconstructs what each class looks like from a model.
+"""The inversion families: an attacker reconstructs private images from a model.
 
 `inversion` (white-box). The trainee's `train(x, y, tools)` returns a model of the victim's
 architecture. The child sends back its weights only; the grader loads them into a fresh
-model and runs ART's MIFace for every class itself.
+model and runs ART's MIFace for every class, from several starts, itself. Leakage is the
+share of classes an independent evaluation classifier (trained only on held-out images)
+recognises in at least one reconstruction; MSE and SSIM compare the reconstructions with
+each class's mean private training image.
 
 `inversion-api` (query-only). The trainee's `protect(model, tools)` returns the prediction
 API. The child calls it on one fixed batch of queries the grader chose and sends back the
-output vectors only; the grader trains the inversion network on them in its own process.
+output vectors only; the grader trains the inversion networks on them in its own process.
 Trainee code never runs in the grader's process, and it cannot treat the attacker
 differently from ordinary users: the batch is the attacker's auxiliary images and the
-utility test images, from one distribution, shuffled together, without labels, and the
-outputs that decide utility are the very outputs the attacker inverts.
-
-Leakage is measured the same way in both: an independent evaluation classifier, trained
-only on held-out images, classifies every reconstruction (attack accuracy); MSE and SSIM
-compare each reconstruction with its class's mean private training image.
+users' test images, from one distribution, shuffled together, without labels, and the
+outputs that decide usefulness are the very outputs the attacker inverts. Leakage is how
+well the reconstructions of users' queries pick out each user's own image among the others
+of the same digit, in the class whose users fare worst, for the worst of two attackers
+(one without images of the secret classes, one with only those) and of the views it reads
+the outputs through; usefulness is the argmax's accuracy and the log loss of the
+confidences as a client reads them.
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secureml import models
 from secureml.cache import content_key
 from secureml.errors import MitigationError
-from secureml.families.base import EXACT, Evaluation, RunContext, Row, Sample, VictimTools, write_victim_inputs
+from secureml.families.base import EXACT, Evaluation, Row, RunContext, Sample, VictimTools, write_victim_inputs
 from secureml.families.inversion.attacks import (
+    MIFaceStarts,
     Reconstructions,
-    invert_outputs,
+    invert,
+    miface_starts,
     run_miface,
     train_inversion_net,
 )
-from secureml.families.inversion.leakage import Leakage, class_means, measure
+from secureml.families.inversion.leakage import (
+    Leakage,
+    class_means,
+    identification,
+    miface_leakage,
+    ssim,
+    worst_class,
+)
 from secureml.mitigation import RawResult, model_from_weights, weights_result
 from secureml.randomness import derive_seed, generator
-from secureml.scoring import Score, inversion_calibrated
+from secureml.scoring import Score, inversion_api_calibrated, inversion_calibrated
 from secureml.versions import software_key
 
 if TYPE_CHECKING:
     import numpy as np
 
     from secureml.datasets import Split
-    from secureml.families.inversion.config import InversionApiScenario, InversionScenario
+    from secureml.families.inversion.config import InversionApiScenario, InversionScenario, InversionHints
+    from secureml.pictures import Cell
 
 
 # The grid is three images wide (5.3 in at 110 dpi, 583 px), and a 10 pt title line
 # averages 7.6 px a character (measured with matplotlib 3.11): 76 characters fill it
 # edge to edge, so lines wrap at 64 to keep a margin.
 TITLE_CHARACTERS = 64
+# Scores from this up earn the scenario's success hint, unless a flag asks for review.
+SUCCESS_SCORE = 80
 
 
 @dataclass(frozen=True)
 class Holdout:
-    """The held-out images, shared out: evaluator, attacker (auxiliary), utility test."""
+    """The held-out images, shared out: the attacker's (auxiliary), the test set, and for
+    the white-box family the evaluation classifier's."""
 
-    x_evaluator: np.ndarray
-    y_evaluator: np.ndarray
     x_auxiliary: np.ndarray
     y_auxiliary: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_evaluator: np.ndarray | None = None
+    y_evaluator: np.ndarray | None = None
+
+
+def _invalid(problem: str) -> MitigationError:
+    return MitigationError(problem, status="invalid-result")
+
+
+def closing_hint(score: Score, notes: list[str], flags: list[str], success: str) -> list[str]:
+    """The feedback: `notes` as they are, or the success hint alone when the score is high
+    and nothing limited it.
+
+    Never beside a flag: a flagged run may owe its score to the attack being blinded, and a
+    "well done" next to "needs review" tells the trainee the opposite of the truth.
+    """
+    if score.total >= SUCCESS_SCORE and not notes and not flags:
+        return [success]
+    return notes
+
+
+class _InversionFamily:
+    """What both inversion families share: the victim, the held-out split, the picture."""
+
+    name = ""
+    function_name = ""
+
+    def _stage_key(self, scenario, split: Split) -> str:
+        return content_key(
+            f"{self.name}-stage",
+            scenario.model_dump(mode="json", include={"attack", "victim", "holdout", "evaluator"}),
+            split.sha256,
+            scenario.seed,
+            software_key("secureml.families.inversion"),
+        )
+
+    @staticmethod
+    def _victim(scenario, split: Split, ctx: RunContext):
+        return models.train_cached(
+            ctx.cache,
+            scenario.victim,
+            split.x_train,
+            split.y_train,
+            num_classes=split.num_classes,
+            seed=scenario.seed,
+            device=ctx.device,
+            progress=ctx.progress,
+            label="training the victim on the private training set",
+        )
+
+    @staticmethod
+    def _holdout(scenario, split: Split) -> Holdout:
+        """Seeded, stratified: (evaluator images,) auxiliary images, and the rest for testing."""
+        import numpy as np
+
+        from secureml.datasets import stratified_split
+
+        rng = generator(scenario.seed, "holdout")
+        sizes = scenario.holdout.model_dump()
+        evaluator_rows, auxiliary_rows = stratified_split(
+            split.y_test, sizes.get("evaluator", 0), sizes["auxiliary"], rng, dataset=split.name
+        )
+        test_rows = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([evaluator_rows, auxiliary_rows]))
+
+        def take(rows):
+            return np.ascontiguousarray(split.x_test[rows]), np.ascontiguousarray(split.y_test[rows])
+
+        evaluator = take(evaluator_rows) if len(evaluator_rows) else (None, None)
+        return Holdout(*take(auxiliary_rows), *take(test_rows), *evaluator)
+
+    def _draw(self, rows: list[tuple[str, list[Cell]]], title: str, path: Path) -> Path:
+        from secureml.pictures import image_grid
+
+        # The legend on a line of its own: on one line with the subject, the title was
+        # wider than the grid and clipped at both sides.
+        lines = [title, "(red = " + self.picture_legend + ")"]
+        return image_grid(rows, path, title="\n".join(textwrap.fill(line, TITLE_CHARACTERS) for line in lines))
+
+    picture_legend = ""
+
+
+# =========================================================================== white-box
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one model (or API) gives away, and what it is still good for."""
+    """What MIFace recovers from one model, and the model's test accuracy."""
 
     utility: float
     leakage: Leakage
@@ -83,247 +179,16 @@ class InversionStage:
     victim: Any
     evaluator: Any
     means: np.ndarray  # (classes, C, H, W) mean private training image per class
+    starts: MIFaceStarts
+    start_verdicts: np.ndarray  # the evaluator's class for each start image
     key: str
     none: Outcome | None = None
-    floor: float = 0.0  # the attack accuracy the score is calibrated against
-    floor_outcome: Outcome | None = None
-    # inversion-api only: the query batch and which rows are whose (the grader's secret).
-    queries: np.ndarray | None = None
-    auxiliary_rows: np.ndarray | None = None
-    test_rows: np.ndarray | None = None
     # Outcomes already computed in this process, by content key (also without a disk cache).
     memo: dict[str, Outcome] = field(default_factory=dict)
 
-
-def _invalid(problem: str) -> MitigationError:
-    return MitigationError(problem, status="invalid-result")
-
-
-class _InversionFamily:
-    """What both inversion families share: data, evaluator, scoring, feedback, picture."""
-
-    name = ""
-    function_name = ""
-    floor_label = ""
-
-    # ------------------------------------------------------------------ the shared stage
-
-    def _stage(self, scenario, split: Split, ctx: RunContext) -> InversionStage:
-        software = software_key("secureml.families.inversion")
-        key = content_key(
-            f"{self.name}-stage",
-            scenario.attack.model_dump(mode="json"),
-            scenario.victim.model_dump(mode="json"),
-            scenario.evaluator.model_dump(mode="json"),
-            scenario.holdout.model_dump(mode="json"),
-            split.sha256,
-            scenario.seed,
-            software,
-        )
-        holdout = self._holdout(scenario, split)
-        victim = models.train_cached(
-            ctx.cache,
-            scenario.victim,
-            split.x_train,
-            split.y_train,
-            num_classes=split.num_classes,
-            seed=scenario.seed,
-            device=ctx.device,
-            progress=ctx.progress,
-            label="training the victim on the private training set",
-        )
-        evaluator = models.train_cached(
-            ctx.cache,
-            scenario.evaluator,
-            holdout.x_evaluator,
-            holdout.y_evaluator,
-            num_classes=split.num_classes,
-            seed=derive_seed(scenario.seed, "evaluator"),
-            device=ctx.device,
-            progress=ctx.progress,
-            label="training the independent evaluation classifier on held-out images",
-        )
-        return InversionStage(
-            scenario=scenario,
-            split=split,
-            holdout=holdout,
-            victim=victim,
-            evaluator=evaluator,
-            means=class_means(split.x_train, split.y_train, split.num_classes),
-            key=key,
-        )
-
-    @staticmethod
-    def _holdout(scenario, split: Split) -> Holdout:
-        """Seeded, stratified: evaluator images, auxiliary images, and the rest for utility."""
-        import numpy as np
-
-        from secureml.datasets import stratified_split
-
-        rng = generator(scenario.seed, "holdout")
-        evaluator_rows, auxiliary_rows = stratified_split(
-            split.y_test, scenario.holdout.evaluator, scenario.holdout.auxiliary, rng, dataset=split.name
-        )
-        test_rows = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([evaluator_rows, auxiliary_rows]))
-
-        def take(rows):
-            return np.ascontiguousarray(split.x_test[rows]), np.ascontiguousarray(split.y_test[rows])
-
-        return Holdout(*take(evaluator_rows), *take(auxiliary_rows), *take(test_rows))
-
-    # ------------------------------------------------------------------ grading
-
-    def _score(self, stage: InversionStage, mitigated: Outcome) -> Score:
-        return inversion_calibrated(
-            attack_accuracy_none=stage.none.leakage.attack_accuracy,
-            attack_accuracy_mitigated=mitigated.leakage.attack_accuracy,
-            attack_accuracy_floor=stage.floor,
-            utility_none=stage.none.utility,
-            utility_mitigated=mitigated.utility,
-            max_utility_drop=stage.scenario.scoring.max_utility_drop,
-        )
-
-    def _evaluation(
-        self, stage: InversionStage, mitigated: Outcome, ctx: RunContext, flags: list[str]
-    ) -> Evaluation:
-        score = self._score(stage, mitigated)
-        metrics = {
-            "victim.utility": stage.none.utility,
-            **stage.none.leakage.metrics("victim"),
-            "floor.attack_accuracy": stage.floor,
-            "mitigated.utility": mitigated.utility,
-            **mitigated.leakage.metrics("mitigated"),
-            "score": score.total,
-        }
-        rows = [Row("no mitigation (victim)", self._row(stage.none))]
-        if stage.floor_outcome is not None:
-            rows.append(Row(self.floor_label, self._row(stage.floor_outcome), "the score's floor"))
-        else:
-            rows.append(Row(self.floor_label, {"attack_accuracy": stage.floor}, "the score's floor"))
-        rows.append(Row("your mitigation", {**self._row(mitigated), "score": score.total}))
-        pictures = {}
-        if ctx.out_dir is not None:
-            pictures["inversion"] = self._draw(stage, mitigated, ctx.out_dir / "inversion.png")
-        return Evaluation(
-            metrics=metrics,
-            score=score,
-            rows=rows,
-            feedback=self._feedback(stage, mitigated, score),
-            flags=flags,
-            pictures=pictures,
-            details={
-                "scoring": stage.scenario.scoring.model_dump(),
-                "per_class_attack_accuracy": {
-                    "victim": stage.none.leakage.per_class_accuracy,
-                    "mitigated": mitigated.leakage.per_class_accuracy,
-                },
-            },
-            samples={
-                **self._samples("victim", stage.none, stage),
-                **self._samples("mitigated", mitigated, stage),
-                # Chance (white-box) is a constant; the label-only API's floor is measured.
-                "floor.attack_accuracy": EXACT
-                if stage.floor_outcome is None
-                else self._samples("floor", stage.floor_outcome, stage)["floor.attack_accuracy"],
-            },
-        )
-
-    @staticmethod
-    def _samples(prefix: str, outcome: Outcome, stage: InversionStage) -> dict[str, Sample]:
-        """What each metric is measured over: the utility test images, the reconstructions."""
-        images = len(outcome.reconstructions.labels)
-        return {
-            f"{prefix}.utility": Sample.rate(len(stage.holdout.y_test), "test images"),
-            f"{prefix}.attack_accuracy": Sample.rate(images, "reconstructions"),
-            f"{prefix}.mse": Sample.mean(images, "reconstructions"),
-            f"{prefix}.ssim": Sample.mean(images, "reconstructions"),
-        }
-
-    @staticmethod
-    def _row(outcome: Outcome) -> dict[str, float]:
-        return {
-            "attack_accuracy": outcome.leakage.attack_accuracy,
-            "utility": outcome.utility,
-            "mse": outcome.leakage.mse,
-            "ssim": outcome.leakage.ssim,
-        }
-
-    def _feedback(self, stage: InversionStage, mitigated: Outcome, score: Score) -> list[str]:
-        """What limited the score, in numbers, followed by the scenario's hint."""
-        hints = stage.scenario.hints
-        none = stage.none
-        notes: list[str] = []
-        utility_drop = none.utility - mitigated.utility
-        unchanged = (
-            abs(mitigated.leakage.attack_accuracy - none.leakage.attack_accuracy) < 1e-9
-            and abs(utility_drop) < 1e-9
-        )
-        if unchanged:
-            notes.append(f"Your mitigation leaks exactly as much as the undefended model. {hints.unchanged}")
-        elif score.parts["leakage_removed"] < 0.7:
-            notes.append(
-                f"The evaluator still recognises {100 * mitigated.leakage.attack_accuracy:.0f}% of the "
-                f"reconstructions (undefended {100 * none.leakage.attack_accuracy:.0f}%, floor "
-                f"{100 * stage.floor:.0f}%). {hints.leakage_remaining}"
-            )
-        if score.capped_by or utility_drop > 0.02:
-            notes.append(
-                f"Utility fell {100 * utility_drop:.1f} points ({none.utility:.3f} -> "
-                f"{mitigated.utility:.3f}). {hints.utility_lost}"
-            )
-        if score.total >= 80 and not notes:
-            notes.append(hints.success)
-        return notes
-
-    # ------------------------------------------------------------------ the picture
-
-    def _picture_rows(self, stage: InversionStage, mitigated: Outcome) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """(class, undefended reconstruction, mitigated reconstruction) for each attacked class."""
-        raise NotImplementedError
-
-    def _display(self, image: np.ndarray) -> np.ndarray:
-        return image
-
-    def _draw(self, stage: InversionStage, mitigated: Outcome, path: Path) -> Path:
-        import numpy as np
-
-        from secureml.pictures import Cell, image_grid
-
-        names = stage.split.class_names
-        triples = self._picture_rows(stage, mitigated)
-        shown = np.stack([image for _, none, mine in triples for image in (none, mine)])
-        verdicts = models.predict(stage.evaluator, shown)
-
-        def cell(image, label, verdict, who) -> Cell:
-            return Cell(
-                self._display(image),
-                f"{who}: seen as {names[verdict]}",
-                highlight=bool(verdict == label),
-            )
-
-        rows = []
-        for index, (label, none, mine) in enumerate(triples):
-            rows.append(
-                (
-                    f"class {names[label]}",
-                    [
-                        Cell(stage.means[label], "class mean"),
-                        cell(none, label, verdicts[2 * index], "undefended"),
-                        cell(mine, label, verdicts[2 * index + 1], "mitigated"),
-                    ],
-                )
-            )
-        # The legend on a line of its own: on one line with the subject, the title was
-        # wider than the grid and clipped at both sides.
-        lines = [self._picture_title(stage), "(red = the evaluator recognises the class)"]
-        title = "\n".join(textwrap.fill(line, TITLE_CHARACTERS) for line in lines)
-        return image_grid(rows, path, title=title)
-
-    def _picture_title(self, stage: InversionStage) -> str:
-        return f"{stage.scenario.id}: reconstructions"
-
-
-# =========================================================================== white-box
+    @property
+    def floor(self) -> float:
+        return 1.0 / self.split.num_classes
 
 
 class TrainTools(VictimTools):
@@ -361,12 +226,36 @@ class WhiteBoxInversionFamily(_InversionFamily):
     name = "inversion"
     function_name = "train"
     signature = "train(x, y, tools) -> a model with the victim's architecture"
-    floor_label = "chance"
+    picture_legend = "the evaluator recognises the class"
 
     def prepare(self, scenario: InversionScenario, split: Split, ctx: RunContext) -> InversionStage:
         """Train the victim and the evaluator, invert the victim. Every step is cached."""
-        stage = self._stage(scenario, split, ctx)
-        stage.floor = 1.0 / split.num_classes
+        holdout = self._holdout(scenario, split)
+        evaluator = models.train_cached(
+            ctx.cache,
+            scenario.evaluator,
+            holdout.x_evaluator,
+            holdout.y_evaluator,
+            num_classes=split.num_classes,
+            seed=derive_seed(scenario.seed, "evaluator"),
+            device=ctx.device,
+            progress=ctx.progress,
+            label="training the independent evaluation classifier on held-out images",
+        )
+        starts = miface_starts(
+            scenario.attack, holdout.x_auxiliary, holdout.y_auxiliary, split.num_classes, scenario.seed
+        )
+        stage = InversionStage(
+            scenario=scenario,
+            split=split,
+            holdout=holdout,
+            victim=self._victim(scenario, split, ctx),
+            evaluator=evaluator,
+            means=class_means(split.x_train, split.y_train, split.num_classes),
+            starts=starts,
+            start_verdicts=models.predict(evaluator, starts.images),
+            key=self._stage_key(scenario, split),
+        )
         stage.none = self._outcome(stage, stage.victim, ctx)
         return stage
 
@@ -378,7 +267,14 @@ class WhiteBoxInversionFamily(_InversionFamily):
             reconstructions = self._reconstruct(stage, model, key, ctx)
             stage.memo[key] = Outcome(
                 utility=models.accuracy(model, stage.holdout.x_test, stage.holdout.y_test),
-                leakage=measure(stage.evaluator, reconstructions.images, reconstructions.labels, stage.means),
+                leakage=miface_leakage(
+                    models.predict(stage.evaluator, reconstructions.images),
+                    stage.start_verdicts,
+                    reconstructions,
+                    stage.starts,
+                    stage.means,
+                    stage.scenario.attack.stuck_below,
+                ),
                 reconstructions=reconstructions,
             )
         return stage.memo[key]
@@ -389,10 +285,10 @@ class WhiteBoxInversionFamily(_InversionFamily):
             return Reconstructions(cached["images"], cached["labels"], cached["confidence"])
         reconstructions = run_miface(
             model,
+            stage.starts,
             stage.holdout.x_auxiliary,
             stage.scenario.attack,
             num_classes=stage.split.num_classes,
-            seed=stage.scenario.seed,
             progress=ctx.progress,
         )
         ctx.cache.save_tensors(
@@ -440,47 +336,142 @@ class WhiteBoxInversionFamily(_InversionFamily):
             raw, arch=stage.scenario.victim.arch, input_shape=stage.split.shape, num_classes=stage.split.num_classes
         )
 
+    # ------------------------------------------------------------------ grading
+
     def evaluate(self, stage: InversionStage, model, ctx: RunContext) -> Evaluation:
         mitigated = self._outcome(stage, model, ctx)
-        return self._evaluation(stage, mitigated, ctx, self._flags(stage, mitigated))
+        none = stage.none
+        score = inversion_calibrated(
+            attack_accuracy_none=none.leakage.attack_accuracy,
+            attack_accuracy_mitigated=mitigated.leakage.attack_accuracy,
+            attack_accuracy_floor=stage.floor,
+            utility_none=none.utility,
+            utility_mitigated=mitigated.utility,
+            max_utility_drop=stage.scenario.scoring.max_utility_drop,
+        )
+        flags = self._flags(stage, mitigated)
+        pictures = {}
+        if ctx.out_dir is not None:
+            pictures["inversion"] = self._picture(stage, mitigated, ctx.out_dir / "inversion.png")
+        return Evaluation(
+            metrics={
+                "victim.utility": none.utility,
+                **none.leakage.metrics("victim"),
+                "floor.attack_accuracy": stage.floor,
+                "mitigated.utility": mitigated.utility,
+                **mitigated.leakage.metrics("mitigated"),
+                "score": score.total,
+            },
+            score=score,
+            rows=[
+                Row("no mitigation (victim)", self._row(none)),
+                Row("chance", {"attack_accuracy": stage.floor}, "the score's floor"),
+                Row("your mitigation", {**self._row(mitigated), "score": score.total}),
+            ],
+            feedback=self._feedback(stage, mitigated, score, flags),
+            flags=flags,
+            pictures=pictures,
+            samples={
+                **self._samples("victim", stage),
+                **self._samples("mitigated", stage),
+                "floor.attack_accuracy": EXACT,  # chance: a constant
+            },
+            details={
+                "scoring": stage.scenario.scoring.model_dump(),
+                "per_class_attack_accuracy": {
+                    "victim": none.leakage.per_class_accuracy,
+                    "mitigated": mitigated.leakage.per_class_accuracy,
+                },
+                "blinded_classes": mitigated.leakage.blinded,
+            },
+        )
 
-    def _flags(self, stage: InversionStage, mitigated: Outcome) -> list[str]:
-        """MIFace that could not even raise the model's confidence points at gradient masking."""
+    @staticmethod
+    def _samples(prefix: str, stage: InversionStage) -> dict[str, Sample]:
+        """What each metric is measured over (for `secureml verify`'s tolerances)."""
+        classes = stage.split.num_classes
+        return {
+            f"{prefix}.utility": Sample.rate(len(stage.holdout.y_test), "test images"),
+            f"{prefix}.attack_accuracy": Sample.rate(classes, "classes"),
+            f"{prefix}.mse": Sample.mean(classes, "classes"),
+            f"{prefix}.ssim": Sample.mean(classes, "classes"),
+        }
+
+    @staticmethod
+    def _row(outcome: Outcome) -> dict[str, float]:
+        return {
+            "attack_accuracy": outcome.leakage.attack_accuracy,
+            "utility": outcome.utility,
+            "mse": outcome.leakage.mse,
+            "ssim": outcome.leakage.ssim,
+        }
+
+    @staticmethod
+    def _flags(stage: InversionStage, mitigated: Outcome) -> list[str]:
+        """Neutral starts that could not even raise the model's confidence point at gradient masking."""
+        blinded = mitigated.leakage.blinded
+        if not blinded:
+            return []
+        names = ", ".join(stage.split.class_names[label] for label in blinded)
+        return [
+            f"MIFace could not push the model's confidence above {stage.scenario.attack.stuck_below:g} "
+            f"from any blank or noise start for {len(blinded)} of {stage.split.num_classes} classes "
+            f"({names}); they count as recovered. Vanishing gradients (dead or saturated units) hide "
+            "leakage from this attack without removing it; an instructor should look at this model."
+        ]
+
+    @staticmethod
+    def _feedback(stage: InversionStage, mitigated: Outcome, score: Score, flags: list[str]) -> list[str]:
+        """What limited the score, in numbers, followed by the scenario's hint."""
+        hints: InversionHints = stage.scenario.hints
+        none = stage.none
+        notes: list[str] = []
+        utility_drop = none.utility - mitigated.utility
+        leaked, leaked_none = mitigated.leakage.attack_accuracy, none.leakage.attack_accuracy
+        if abs(leaked - leaked_none) < 1e-9 and abs(utility_drop) < 1e-9:
+            notes.append(f"Your mitigation leaks exactly as much as the undefended model. {hints.unchanged}")
+        elif score.parts["leakage_removed"] < 0.7:
+            notes.append(
+                f"MIFace still recovers {100 * leaked:.0f}% of the classes (undefended "
+                f"{100 * leaked_none:.0f}%, chance {100 * stage.floor:.0f}%). {hints.leakage_remaining}"
+            )
+        if score.capped_by or utility_drop > 0.02:
+            notes.append(
+                f"Utility fell {100 * utility_drop:.1f} points ({none.utility:.3f} -> "
+                f"{mitigated.utility:.3f}). {hints.utility_lost}"
+            )
+        return closing_hint(score, notes, flags, hints.success)
+
+    def _picture(self, stage: InversionStage, mitigated: Outcome, path: Path) -> Path:
         import numpy as np
 
-        reconstructions = mitigated.reconstructions
-        best = [
-            float(reconstructions.confidence[reconstructions.labels == label].max())
+        from secureml.pictures import Cell
+
+        names = stage.split.class_names
+        none = stage.none
+        shown = np.stack(
+            [outcome.reconstructions.images[outcome.leakage.shown] for outcome in (none, mitigated)]
+        )  # (2, classes, C, H, W)
+        verdicts = models.predict(stage.evaluator, shown.reshape(-1, *shown.shape[2:])).reshape(2, -1)
+
+        def cell(image, label, verdict, who) -> Cell:
+            # MIFace images are faint; stretch the contrast so a person sees what the evaluator sees.
+            stretched = image / max(float(image.max()), 1e-6)
+            return Cell(stretched, f"{who}: seen as {names[verdict]}", highlight=bool(verdict == label))
+
+        rows = [
+            (
+                f"class {names[label]}",
+                [
+                    Cell(stage.means[label], "class mean"),
+                    cell(shown[0, label], label, verdicts[0, label], "undefended"),
+                    cell(shown[1, label], label, verdicts[1, label], "mitigated"),
+                ],
+            )
             for label in range(stage.split.num_classes)
         ]
-        stuck = int((np.array(best) < 0.5).sum())
-        if stuck == 0:
-            return []
-        return [
-            f"MIFace could not push the model's confidence above 0.5 for {stuck} of "
-            f"{len(best)} classes from any start. Vanishing gradients (dead or saturated units) "
-            "hide leakage from this attack without removing it; an instructor should look at "
-            "this model."
-        ]
-
-    # ------------------------------------------------------------------ picture
-
-    def _picture_rows(self, stage: InversionStage, mitigated: Outcome):
-        rows = []
-        for label in range(stage.split.num_classes):
-            # The start from zeros: Fredrikson et al.'s own.
-            index = int((stage.none.reconstructions.labels == label).argmax())
-            rows.append(
-                (label, stage.none.reconstructions.images[index], mitigated.reconstructions.images[index])
-            )
-        return rows
-
-    def _display(self, image: np.ndarray) -> np.ndarray:
-        # MIFace images are faint; stretch the contrast so a person sees what the evaluator sees.
-        return image / max(float(image.max()), 1e-6)
-
-    def _picture_title(self, stage: InversionStage) -> str:
-        return f"{stage.scenario.id}: MIFace reconstructions, contrast stretched"
+        title = f"{stage.scenario.id}: MIFace reconstructions (the best start per class), contrast stretched"
+        return self._draw(rows, title, path)
 
 
 # =========================================================================== query-only API
@@ -512,87 +503,200 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Inversion:
+    """One attacker (one view of the outputs, one fold of classes) against all users."""
+
+    identification: np.ndarray  # per test query: how well its reconstruction picks out its user
+    squared_error: np.ndarray  # per test query: mean squared error to the user's own image
+    ssim: np.ndarray  # per test query: structural similarity to it
+    pictured: np.ndarray  # the reconstructions of the pictured queries
+
+
+@dataclass(frozen=True)
+class ApiOutcome:
+    """What one set of API outputs gives the attacker, and what it is worth to a client."""
+
+    accuracy: float  # of the argmax on the users' test queries
+    log_loss: float  # of the client's reading of the outputs on those queries
+    # Per view (a way the attacker reads the outputs): the attacker (fold) that identified
+    # users best, and its identification in the worst class.
+    by_view: dict[str, Inversion]
+    identification_by_view: dict[str, float]
+
+    @property
+    def worst(self) -> Inversion:
+        return self.by_view[max(self.identification_by_view, key=self.identification_by_view.__getitem__)]
+
+    @property
+    def identification(self) -> float:
+        """The worst case over the views."""
+        return max(self.identification_by_view.values())
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}.accuracy": self.accuracy,
+            f"{prefix}.log_loss": self.log_loss,
+            f"{prefix}.identification": self.identification,
+            f"{prefix}.mse": float(self.worst.squared_error.mean()),
+            f"{prefix}.ssim": float(self.worst.ssim.mean()),
+        }
+
+    def row(self) -> dict[str, float]:
+        return {"identification": self.identification, "accuracy": self.accuracy, "log_loss": self.log_loss}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One attacker's knowledge: its images of every class but `secret`."""
+
+    secret: list[int]
+    rows: np.ndarray  # where its images sit in the query batch
+    images: np.ndarray
+
+
+@dataclass
+class ApiStage:
+    scenario: Any
+    split: Split
+    holdout: Holdout
+    victim: Any
+    key: str
+    # The query batch and which rows are whose (the grader's secret).
+    queries: np.ndarray
+    test_rows: np.ndarray
+    folds: list[Fold]
+    pictured: np.ndarray  # test queries drawn in the picture: the first user of each secret class
+    none: ApiOutcome | None = None
+    label_only: ApiOutcome | None = None
+    memo: dict[str, ApiOutcome] = field(default_factory=dict)
+
+
 class QueryInversionFamily(_InversionFamily):
     name = "inversion-api"
     function_name = "protect"
     signature = "protect(model, tools) -> api; api(x) -> output vectors"
-    floor_label = "label-only API"
+    picture_legend = "closer to the user's own image than to 9 in 10 other users' images of the digit"
 
-    def prepare(self, scenario: InversionApiScenario, split: Split, ctx: RunContext) -> InversionStage:
-        """Victim, evaluator, the query batch; invert the undefended and the label-only API."""
+    def prepare(self, scenario: InversionApiScenario, split: Split, ctx: RunContext) -> ApiStage:
+        """Victim and the query batch; invert the full API and the label-only one."""
         import numpy as np
 
-        stage = self._stage(scenario, split, ctx)
-        holdout = stage.holdout
-        # The attacker's images: its share of the holdout, minus every image of a secret class.
-        # With examples of a class in hand, "what the class looks like" needs no model at all.
-        known = ~np.isin(holdout.y_auxiliary, scenario.attack.secret_classes)
-        auxiliary = np.ascontiguousarray(holdout.x_auxiliary[known])
-        stage.holdout = Holdout(
-            holdout.x_evaluator, holdout.y_evaluator, auxiliary, holdout.y_auxiliary[known],
-            holdout.x_test, holdout.y_test,
-        )  # fmt: skip
+        from secureml.api_outputs import label_only
+
+        holdout = self._holdout(scenario, split)
+        auxiliary = len(holdout.y_auxiliary)
         # One batch, shuffled: the API cannot tell the attacker's queries from users'.
-        order = generator(scenario.seed, "queries").permutation(len(auxiliary) + len(holdout.y_test))
-        stage.queries = np.ascontiguousarray(np.concatenate([auxiliary, holdout.x_test])[order])
+        order = generator(scenario.seed, "queries").permutation(auxiliary + len(holdout.y_test))
         position = np.argsort(order)
-        stage.auxiliary_rows = position[: len(auxiliary)]
-        stage.test_rows = position[len(auxiliary) :]
+        secret = list(scenario.attack.secret_classes)
+        others = [label for label in range(split.num_classes) if label not in secret]
+        folds = []
+        # Two attackers: one without images of the secret classes, one without the others.
+        # Each inverts every user's answer, and per view the one that identifies more
+        # decides. An API that answers some classes with labels only (the public secret
+        # classes, say) leaves the other classes' users exposed to the first attacker, and
+        # one that starves the first attacker's training queries (labels only for the
+        # classes it holds) feeds the second.
+        for hidden in (secret, others):
+            mine = np.flatnonzero(~np.isin(holdout.y_auxiliary, hidden))
+            folds.append(Fold(hidden, position[mine], holdout.x_auxiliary[mine]))
+        y_test = holdout.y_test
+        stage = ApiStage(
+            scenario=scenario,
+            split=split,
+            holdout=holdout,
+            victim=self._victim(scenario, split, ctx),
+            key=self._stage_key(scenario, split),
+            queries=np.ascontiguousarray(np.concatenate([holdout.x_auxiliary, holdout.x_test])[order]),
+            test_rows=position[auxiliary:],
+            folds=folds,
+            pictured=np.array([int(np.flatnonzero(y_test == label)[0]) for label in secret]),
+        )
         probabilities = ProtectTools.probabilities(stage.victim, stage.queries)
         stage.none = self._outcome(stage, probabilities, ctx)
-        label_only = np.eye(split.num_classes, dtype=np.float32)[probabilities.argmax(axis=1)]
-        stage.floor_outcome = self._outcome(stage, label_only, ctx)
-        stage.floor = stage.floor_outcome.leakage.attack_accuracy
+        stage.label_only = self._outcome(stage, label_only(probabilities), ctx)
         return stage
 
-    def _outcome(self, stage: InversionStage, outputs: np.ndarray, ctx: RunContext) -> Outcome:
-        """Train the inversion network on the auxiliary rows, invert the secret-class test rows."""
+    def _outcome(self, stage: ApiStage, outputs: np.ndarray, ctx: RunContext) -> ApiOutcome:
+        """Per view of the outputs and per fold, train inversion networks on the attacker's
+        own queries and invert every user's answer. Per view, the class whose
+        users are identified best stands for the API: an API that protects some classes'
+        users and not others has not protected its users."""
+        from secureml.api_outputs import log_loss
+
+        key = content_key(stage.key, "inversion-net", outputs)
+        if key not in stage.memo:
+            test_outputs = outputs[stage.test_rows]
+            y_test = stage.holdout.y_test
+            by_view, identification_by_view = {}, {}
+            for view in stage.scenario.attack.views:
+                judged = [
+                    (worst_class(inversion.identification, y_test), inversion)
+                    for inversion in (self._invert(stage, outputs, view, fold, key, ctx) for fold in stage.folds)
+                ]
+                identification_by_view[view], by_view[view] = max(judged, key=lambda pair: pair[0])
+            stage.memo[key] = ApiOutcome(
+                accuracy=float((test_outputs.argmax(axis=1) == y_test).mean()),
+                log_loss=log_loss(test_outputs, y_test, stage.scenario.scoring.client_smoothing),
+                by_view=by_view,
+                identification_by_view=identification_by_view,
+            )
+        return stage.memo[key]
+
+    @staticmethod
+    def _invert(stage: ApiStage, outputs: np.ndarray, view: str, fold: Fold, key: str, ctx: RunContext) -> Inversion:
+        """One attacker: `attack.decoders` inversion networks trained through one view on the
+        answers to its own images, their mean reconstruction of every user's query, judged.
+
+        The mean makes the measure less dependent on one draw of the weights. Judged by
+        identification it hardly is: between starts it moved by 0.002 to 0.009 on
+        inversion-02. (Judged by class-level attack accuracy, the label-only API's result
+        was 0.58, 0.00 and 0.37 on three seeds with one decoder: a one-hot input the decoder
+        never saw is decoded by its random initial weights.)
+        """
         import numpy as np
 
-        attack = stage.scenario.attack
-        key = content_key(stage.key, "inversion-net", outputs)
-        if key in stage.memo:
-            return stage.memo[key]
-        y_test = stage.holdout.y_test
-        test_outputs = outputs[stage.test_rows]
-        targets = np.isin(y_test, attack.secret_classes)
-        labels = y_test[targets]
-        cached = ctx.cache.load_tensors("inversions", key)
+        from secureml.api_outputs import fit_view
+
+        inversion_key = content_key(key, view, fold.secret)
+        cached = ctx.cache.load_tensors("inversions", inversion_key)
         if cached is not None:
-            images = cached["images"]
-        else:
-            # Several decoders from different random starts, every reconstruction judged.
-            # An output the attacker's queries never exercised (a class the API only ever
-            # names by its label) decodes through weights still at their random start: with
-            # one decoder, inversion-02's label-only floor was 0.58, 0.00 and 0.37 on three
-            # seeds. Averaging over starts measures the API, not one draw of the weights.
-            images = np.concatenate([
-                invert_outputs(
+            return Inversion(**cached)
+        attack = stage.scenario.attack
+        reads = fit_view(view, outputs[fold.rows])
+        training, answers = reads(outputs[fold.rows]), reads(outputs[stage.test_rows])
+        images = np.mean(
+            [
+                invert(
                     train_inversion_net(
-                        outputs[stage.auxiliary_rows],
-                        stage.holdout.x_auxiliary,
+                        training,
+                        fold.images,
                         attack,
                         seed=stage.scenario.seed,
                         progress=ctx.progress,
                         start=start,
+                        view=view,
                     ),
-                    test_outputs[targets],
-                    attack,
+                    answers,
                 )
                 for start in range(attack.decoders)
-            ])  # fmt: skip
-            ctx.cache.save_tensors("inversions", key, {"images": images})
-        labels = np.tile(labels, attack.decoders)
-        stage.memo[key] = Outcome(
-            utility=float((test_outputs.argmax(axis=1) == y_test).mean()),
-            leakage=measure(stage.evaluator, images, labels, stage.means),
-            reconstructions=Reconstructions(images, labels),
+            ],
+            axis=0,
+        ).astype(np.float32)
+        users = stage.holdout.x_test
+        inversion = Inversion(
+            identification=identification(images, users, stage.holdout.y_test).astype(np.float32),
+            squared_error=((images - users) ** 2).reshape(len(users), -1).mean(axis=1).astype(np.float32),
+            ssim=ssim(images, users).astype(np.float32),
+            pictured=images[stage.pictured],
         )
-        return stage.memo[key]
+        ctx.cache.save_tensors("inversions", inversion_key, asdict(inversion))
+        return inversion
 
     # ------------------------------------------------------------------ the mitigation's view
 
-    def write_inputs(self, stage: InversionStage, folder: Path) -> None:
+    def write_inputs(self, stage: ApiStage, folder: Path) -> None:
         """The deployed model's weights and the query batch (images only, no labels)."""
         from safetensors.numpy import save_file
 
@@ -633,10 +737,10 @@ class QueryInversionFamily(_InversionFamily):
             answers.append(outputs)
         return RawResult({"outputs": np.ascontiguousarray(np.concatenate(answers))})
 
-    def no_mitigation(self, stage: InversionStage) -> RawResult:
+    def no_mitigation(self, stage: ApiStage) -> RawResult:
         return RawResult({"outputs": ProtectTools.probabilities(stage.victim, stage.queries)})
 
-    def check_outputs(self, stage: InversionStage, raw: RawResult) -> np.ndarray:
+    def check_outputs(self, stage: ApiStage, raw: RawResult) -> np.ndarray:
         """One score vector per query, every score in [0, 1]."""
         import numpy as np
 
@@ -658,24 +762,129 @@ class QueryInversionFamily(_InversionFamily):
             )
         return np.clip(outputs, 0.0, 1.0).astype(np.float32)
 
-    def evaluate(self, stage: InversionStage, outputs: np.ndarray, ctx: RunContext) -> Evaluation:
-        return self._evaluation(stage, self._outcome(stage, outputs, ctx), ctx, [])
+    # ------------------------------------------------------------------ grading
 
-    # ------------------------------------------------------------------ picture
+    def evaluate(self, stage: ApiStage, outputs: np.ndarray, ctx: RunContext) -> Evaluation:
+        mitigated = self._outcome(stage, outputs, ctx)
+        none, label_only = stage.none, stage.label_only
+        scoring = stage.scenario.scoring
+        score = inversion_api_calibrated(
+            identification_none=none.identification_by_view,
+            identification_mitigated=mitigated.identification_by_view,
+            identification_label_only=label_only.identification_by_view,
+            accuracy_none=none.accuracy,
+            accuracy_mitigated=mitigated.accuracy,
+            log_loss_none=none.log_loss,
+            log_loss_mitigated=mitigated.log_loss,
+            log_loss_label_only=label_only.log_loss,
+            max_accuracy_drop=scoring.max_accuracy_drop,
+            confidence_weight=scoring.confidence_weight,
+            confidence_target=scoring.confidence_target,
+        )
+        view = self._deciding_view(stage, score)
+        pictures = {}
+        if ctx.out_dir is not None:
+            pictures["inversion"] = self._picture(stage, mitigated, view, ctx.out_dir / "inversion.png")
+        return Evaluation(
+            metrics={
+                **none.metrics("victim"),
+                "label_only.identification": label_only.identification,
+                "label_only.log_loss": label_only.log_loss,
+                **mitigated.metrics("mitigated"),
+                "score": score.total,
+            },
+            score=score,
+            rows=[
+                Row("full probabilities (victim)", none.row()),
+                Row("label-only API", label_only.row(), "the leakage floor"),
+                Row("your API", {**mitigated.row(), "score": score.total}, f"decided by the {view} view"),
+            ],
+            feedback=self._feedback(stage, mitigated, score, view),
+            pictures=pictures,
+            # Identification is a worst case over classes, attackers and views: derived,
+            # its tolerance measured over seeds (`verify --record --seeds N`).
+            samples={
+                **self._samples("victim", stage),
+                "label_only.log_loss": Sample.mean(len(stage.holdout.y_test), "test queries"),
+                **self._samples("mitigated", stage),
+            },
+            details={
+                "scoring": scoring.model_dump(),
+                "identification_by_view": {
+                    "victim": none.identification_by_view,
+                    "label_only": label_only.identification_by_view,
+                    "mitigated": mitigated.identification_by_view,
+                },
+            },
+        )
 
-    def _picture_rows(self, stage: InversionStage, mitigated: Outcome):
-        import numpy as np
+    @staticmethod
+    def _samples(prefix: str, stage: ApiStage) -> dict[str, Sample]:
+        """What each metric is measured over (for `secureml verify`'s tolerances)."""
+        queries = len(stage.holdout.y_test)
+        return {
+            f"{prefix}.accuracy": Sample.rate(queries, "test queries"),
+            f"{prefix}.log_loss": Sample.mean(queries, "test queries"),
+            f"{prefix}.mse": Sample.mean(queries, "test queries"),
+            f"{prefix}.ssim": Sample.mean(queries, "test queries"),
+        }
 
-        labels = stage.none.reconstructions.labels
-        rows = []
-        for label in stage.scenario.attack.secret_classes:
-            # The first test query of the class: the same query in both columns.
-            index = int(np.flatnonzero(labels == label)[0])
-            rows.append((label, stage.none.reconstructions.images[index], mitigated.reconstructions.images[index]))
-        return rows
+    @staticmethod
+    def _deciding_view(stage: ApiStage, score: Score) -> str:
+        """The view the defence removed least from (the one that decided the score)."""
+        removed = {
+            view: score.parts.get(f"leakage_removed.{view}", 1.0) for view in stage.scenario.attack.views
+        }
+        return min(removed, key=removed.__getitem__)
 
-    def _picture_title(self, stage: InversionStage) -> str:
-        return f"{stage.scenario.id}: classes the attacker never saw, from API outputs"
+    @staticmethod
+    def _feedback(stage: ApiStage, mitigated: ApiOutcome, score: Score, view: str) -> list[str]:
+        """What limited the score, in numbers, followed by the scenario's hint."""
+        hints: InversionHints = stage.scenario.hints
+        none, label_only = stage.none, stage.label_only
+        notes: list[str] = []
+        same_leak = abs(mitigated.identification - none.identification) < 1e-9
+        if same_leak and abs(mitigated.log_loss - none.log_loss) < 1e-9:
+            notes.append(f"Your API leaks exactly as much as the full probabilities. {hints.unchanged}")
+        elif score.parts["leakage_removed"] < 0.7:
+            notes.append(
+                f"Read as {view}, your outputs still let the attacker pick a user's image out of the "
+                f"others {100 * mitigated.identification_by_view[view]:.0f}% of the time (full probabilities "
+                f"{100 * none.identification_by_view[view]:.0f}%, labels only {100 * label_only.identification_by_view[view]:.0f}%, "
+                f"chance 50%). {hints.leakage_remaining}"
+            )
+        if score.capped_by or score.parts["usefulness"] < 0.9:
+            notes.append(
+                f"Clients lost {100 * (none.accuracy - mitigated.accuracy):.1f} points of accuracy and keep "
+                f"{100 * score.parts['confidence_kept']:.0f}% of what confidences add over labels (log loss "
+                f"{mitigated.log_loss:.3f}; full probabilities {none.log_loss:.3f}, labels only "
+                f"{label_only.log_loss:.3f}). {hints.utility_lost}"
+            )
+        return closing_hint(score, notes, [], hints.success)
+
+    def _picture(self, stage: ApiStage, mitigated: ApiOutcome, view: str, path: Path) -> Path:
+        from secureml.pictures import Cell
+
+        names = stage.split.class_names
+
+        def cell(outcome: ApiOutcome, row: int, who: str) -> Cell:
+            inversion = outcome.by_view[view]
+            chance = float(inversion.identification[stage.pictured[row]])
+            return Cell(inversion.pictured[row], f"{who}: closer than {100 * chance:.0f}%", highlight=chance >= 0.9)
+
+        rows = [
+            (
+                f"a user's {names[label]}",
+                [
+                    Cell(stage.holdout.x_test[query], "the user's image"),
+                    cell(stage.none, row, "full API"),
+                    cell(mitigated, row, "your API"),
+                ],
+            )
+            for row, (label, query) in enumerate(zip(stage.scenario.attack.secret_classes, stage.pictured))
+        ]
+        title = f"{stage.scenario.id}: users' digits drawn from the API's answers, read as {view}"
+        return self._draw(rows, title, path)
 
 
 def _as_array(outputs) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""What the grader measures on reconstructions: attack accuracy, MSE and SSIM.
+"""What the grader measures on reconstructions: attack accuracy (white-box), identification
+(query-only), MSE and SSIM.
 
-numpy only (plus the evaluation classifier): scikit-image is not a dependency, and SSIM
-on small grey images is twenty lines.
+numpy only: the evaluation classifier's verdicts come in as arrays. scikit-image is not a
+dependency, and SSIM on small grey images is twenty lines.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Leakage:
-    attack_accuracy: float  # share of reconstructions the evaluator assigns to their class
-    mse: float  # mean squared error to the class's mean private training image
+    """What MIFace recovered from a model, class by class (white-box)."""
+
+    attack_accuracy: float  # share of classes recovered (worst case over the starts)
+    mse: float  # mean squared error of each class's shown reconstruction to the class's mean image
     ssim: float  # structural similarity to that mean image (1 = identical)
-    per_class_accuracy: dict[int, float]
+    per_class_accuracy: dict[int, float]  # 1.0 for a recovered class
+    shown: np.ndarray  # per class, the index of the reconstruction to show: a recovering one if any
+    blinded: list[int]  # classes whose neutral starts were all stuck (counted as recovered)
 
     def metrics(self, prefix: str) -> dict[str, float]:
         return {
@@ -35,22 +40,86 @@ def class_means(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     return np.stack([x[y == label].mean(axis=0) for label in range(num_classes)]).astype(np.float32)
 
 
-def measure(evaluator, images: np.ndarray, labels: np.ndarray, means: np.ndarray) -> Leakage:
-    """Attack accuracy by the independent evaluator, and distances to the class means."""
+def miface_leakage(
+    verdicts: np.ndarray,
+    start_verdicts: np.ndarray,
+    reconstructions,
+    starts,
+    means: np.ndarray,
+    stuck_below: float,
+) -> Leakage:
+    """Per class, the worst case over MIFace's starts.
+
+    verdicts, start_verdicts: the independent evaluator's class for each reconstruction and
+    for the image it started from. A start recovers its class when the evaluator sees the
+    class in the reconstruction and the model's confidence reached `stuck_below` (a stuck
+    start recovered nothing, it merely did not move). A start drawn from real images that
+    the evaluator already saw as the class proves nothing and never counts. A class is
+    recovered when any start recovers it, or when all its neutral starts (blank, noise)
+    are stuck: a gradient that vanishes where the attack begins hides leakage without
+    removing it, so the grader assumes the worst.
+    """
     import numpy as np
 
-    from secureml import models
-
-    predicted = models.predict(evaluator, images)
-    hits = predicted == labels
-    targets = means[labels]
-    per_class = {int(label): float(hits[labels == label].mean()) for label in np.unique(labels)}
+    labels = reconstructions.labels
+    moved = reconstructions.confidence >= stuck_below
+    proof = starts.neutral | (start_verdicts != labels)
+    recovers = (verdicts == labels) & moved & proof
+    num_classes = len(means)
+    recovered, shown, blinded = [], [], []
+    for label in range(num_classes):
+        rows = np.flatnonzero(labels == label)
+        neutral = rows[starts.neutral[rows]]
+        blind = not moved[neutral].any()
+        hits = rows[recovers[rows]]
+        recovered.append(bool(len(hits)) or blind)
+        # The first start is the blank one: Fredrikson et al.'s own, shown when nothing recovers.
+        shown.append(int(hits[0]) if len(hits) else int(rows[0]))
+        if blind:
+            blinded.append(label)
+    shown_images = reconstructions.images[shown]
     return Leakage(
-        attack_accuracy=float(hits.mean()),
-        mse=float(((images - targets) ** 2).mean()),
-        ssim=float(ssim(images, targets).mean()),
-        per_class_accuracy=per_class,
+        attack_accuracy=float(np.mean(recovered)),
+        mse=float(((shown_images - means) ** 2).mean()),
+        ssim=float(ssim(shown_images, means).mean()),
+        per_class_accuracy={label: float(value) for label, value in enumerate(recovered)},
+        shown=np.array(shown),
+        blinded=blinded,
     )
+
+
+def identification(reconstructions: np.ndarray, originals: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per query, the chance that its reconstruction is closer (squared error) to the query's
+    own image than to another query's image of the same class; ties count half.
+
+    0.5 is chance: an attacker who draws the same picture for every query of a class (all a
+    label tells it) is exactly as close to each of them on average. 1.0 picks every user's
+    image out of the others of the same digit.
+    """
+    import numpy as np
+
+    flat_reconstructions = reconstructions.reshape(len(reconstructions), -1).astype(np.float64)
+    flat_originals = originals.reshape(len(originals), -1).astype(np.float64)
+    chances = np.full(len(labels), 0.5)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < 2:
+            continue
+        mine, theirs = flat_reconstructions[rows], flat_originals[rows]
+        # distance[i, j] = |r_i - x_j|^2, without an (n, n, pixels) array.
+        distance = (mine**2).sum(1)[:, None] + (theirs**2).sum(1)[None, :] - 2 * mine @ theirs.T
+        own = np.diag(distance)[:, None]
+        farther = (distance > own + 1e-9) + 0.5 * (np.abs(distance - own) <= 1e-9)
+        np.fill_diagonal(farther, 0.0)
+        chances[rows] = farther.sum(axis=1) / (len(rows) - 1)
+    return chances
+
+
+def worst_class(per_query: np.ndarray, labels: np.ndarray) -> float:
+    """The highest mean of `per_query` over the queries of one class."""
+    import numpy as np
+
+    return float(max(per_query[labels == label].mean() for label in np.unique(labels)))
 
 
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:
