@@ -23,7 +23,7 @@ from secureml import autograder
 from secureml.cli import cli
 from secureml.gradebook import Gradebook
 
-from conftest import REPO
+from conftest import REPO, VARIANT_SEED
 from test_package import built  # noqa: F401 - the session's wheel, as `make wheel` builds it
 
 # Gradescope's results.json, written from its autograder specification
@@ -222,7 +222,7 @@ def test_run_autograder_grades_reference_starter_and_a_syntax_error_like_securem
         built, installed, tmp_path):  # noqa: F811
     bundle = tmp_path / "autograder.zip"
     result = CliRunner().invoke(cli, ["autograder", "poisoning-01", "--out", str(bundle),
-                                      "--wheel", str(built["wheel"])])
+                                      "--wheel", str(built["wheel"]), "--variant-seed", str(VARIANT_SEED)])
     assert result.exit_code == 0, result.output
     lab = REPO / "labs" / "poisoning-01"
     uploads = {"reference": lab / "solution.py", "starter": lab / "mitigation.py"}
@@ -241,7 +241,7 @@ def test_run_autograder_grades_reference_starter_and_a_syntax_error_like_securem
     submissions.mkdir()
     shutil.copyfile(lab / "solution.py", submissions / "reference.py")
     graded = subprocess.run([str(installed / "bin" / "secureml"), "grade", "poisoning-01", str(submissions),
-                             "--db", str(tmp_path / "grade.db"), "--json"],
+                             "--db", str(tmp_path / "grade.db"), "--variant-seed", str(VARIANT_SEED), "--json"],
                             capture_output=True, text=True, timeout=1800)
     assert graded.returncode == 0, graded.stderr[-3000:]
     with Gradebook.open(tmp_path / "grade.db") as book:

@@ -619,6 +619,11 @@ def _print_roster_notes(matched, roster_path: Path) -> None:
               help="A YAML file of overrides the trainees never saw (seed, trigger, target...). "
                    "Rows record that a hidden variant was used, not what it was. A submission "
                    "has one row per gradebook: use another --db to keep its public grade too.")
+@click.option("--variant-seed", type=click.IntRange(min=0), metavar="N",
+              help="Seed of the automatic variant every submission also meets [default: drawn at "
+                   "random the first time a scenario is graded into --db, and kept there].")
+@click.option("--no-variant", is_flag=True,
+              help="Grade on the one scenario only: a defence hard-coded to it keeps its score.")
 @click.option("--regrade", is_flag=True, help="Grade every submission again, even those already graded.")
 @click.option("--unsafe", is_flag=True,
               help="Where bubblewrap is unavailable, run submissions WITHOUT isolation.")
@@ -626,16 +631,19 @@ def _print_roster_notes(matched, roster_path: Path) -> None:
               help="Folder with torchvision datasets [env: SECUREML_DATA].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (no progress bar, no table).")
 def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, roster,
-          assignment_id, assignment_title, points, hidden, regrade, unsafe, data_root, as_json) -> None:
+          assignment_id, assignment_title, points, hidden, variant_seed, no_variant, regrade, unsafe,
+          data_root, as_json) -> None:
     """Grade every trainee's mitigation for a scenario, each in its own sandbox.
 
     SUBMISSIONS is a folder with one NAME.py file or NAME/ folder (holding
     mitigation.py) per trainee, or a zip of such a folder. The attack and the victim
     are built once and shared; each submission runs isolated (no network, read-only
     view of its inputs only, limits on time, memory and processes) and is scored by
-    the grader. Each row is stored as soon as it is graded; a re-run grades only new
-    or changed submissions. Runs as root or as a normal user (`secureml doctor` says
-    how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
+    the grader. Every submission also meets an automatic variant of the scenario
+    (another seed and other secrets, drawn from a seed kept in the gradebook and shown
+    to nobody), and its grade is the lower of the two scores. Each row is stored as
+    soon as it is graded; a re-run grades only new or changed submissions. Runs as
+    root or as a normal user (`secureml doctor` says how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
     (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
 
     \b
@@ -661,6 +669,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     with _guard(as_json):
         if output is not None and export_format is None:
             raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
+        if no_variant and variant_seed is not None:
+            raise click.UsageError("--variant-seed and --no-variant contradict each other: give one.")
         # Read the roster first: a bad roster is found before the grading, not after it.
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         loaded = scenario.load(scenario_id)
@@ -672,6 +682,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
         settings = grading.GradeSettings(
             limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb),
             data_root=data_root, jobs=jobs, regrade=regrade, unsafe=unsafe,
+            automatic_variant=not no_variant, variant_seed=variant_seed,
         )
         stage_progress = NO_PROGRESS if as_json else RichProgress()
         bar = grading.NO_GRADE_PROGRESS if as_json else grading.RichGradeProgress()
@@ -687,7 +698,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             for note in outcome.notes:  # "skipped NAME: ..." quotes trainees' file names
                 out.print(f"[yellow]note:[/yellow] {report.safe_markup(note)}")
             if outcome.graded:
-                title = f"secureml grade {loaded.id}" + (" (hidden variant)" if variant else "")
+                title = (f"secureml grade {loaded.id}" + (" (hidden variant)" if variant else "")
+                         + (", each also on an automatic variant" if outcome.automatic_variant else ""))
                 out.print(grading.rows_table(outcome.graded, title))
             counts = ", ".join(f"{status} {count}" for status, count in sorted(outcome.counts().items()))
             out.print(f"graded {len(outcome.graded)}" + (f" ({counts})" if counts else "")
@@ -789,15 +801,19 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The secureml wheel to install on Gradescope [default: dist/ of the clone, "
                    "from `make wheel`].")
+@click.option("--variant-seed", type=click.IntRange(min=0), metavar="N",
+              help="Seed of the automatic variant every submission also meets, as `grade "
+                   "--variant-seed` [default: drawn at random now and kept in the bundle].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel, as_json) -> None:
+def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel, variant_seed, as_json) -> None:
     """Build a Gradescope autograder bundle that grades a scenario like `secureml grade`.
 
     The zip holds setup.sh (installs Python, bubblewrap, the secureml wheel with the CPU
     build of torch, and builds the scenario's victim and attack once), run_autograder
     (grades each submission in the sandbox and writes results.json: the score, a test
     per score part, feedback, leaderboard), the wheel, the scenario and the hidden
-    variant. Upload it under the assignment's Configure Autograder.
+    variant. Every submission also meets the automatic variant drawn from a seed kept in
+    the bundle, as under `grade`. Upload it under the assignment's Configure Autograder.
 
     \b
     Examples:
@@ -809,7 +825,8 @@ def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel
 
     with _guard(as_json):
         loaded = scenario.load(scenario_id)
-        settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb)
+        settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb,
+                                              variant_seed=variant_seed)
         built = bundles.build_bundle(loaded, out, wheel=bundles.find_wheel(wheel), hidden=hidden,
                                      settings=settings)
         if as_json:

@@ -359,6 +359,9 @@ class GradeJob:
     scenario: the scenario as the trainees know it (validated, frozen).
     hidden: the same scenario with the instructor's hidden overrides applied, or None.
         When given, it is what runs; the row records only that a variant was used.
+    variant: the automatic variant (`secureml.variants`) the submission also meets, or
+        None. The grade is the lower of the two scores; nothing the variant's run says
+        beyond its score and its failure's kind reaches the row (see `_grade`).
     threads: CPU threads of the sandboxed child (OpenMP, MKL, torch).
     pictures: let the family draw its picture into the row.
     work_dir: where the per-submission scratch folder goes; None means the system's.
@@ -369,6 +372,7 @@ class GradeJob:
     limits: Limits
     cache_dir: Path
     hidden: ScenarioBase | None = None
+    variant: ScenarioBase | None = None
     data_root: Path | None = None
     unsafe: bool = False
     threads: int = DEFAULT_CHILD_THREADS
@@ -381,7 +385,16 @@ class GradeJob:
 
     @property
     def config_sha256(self) -> str:
-        return self.graded_scenario.config_sha256()
+        return graded_config_sha256(self.graded_scenario, self.variant)
+
+
+def graded_config_sha256(graded: ScenarioBase, variant: ScenarioBase | None) -> str:
+    """What a row's grade depends on: the scenario that ran and, if any, its automatic
+    variant. A re-run under another variant seed grades again."""
+    if variant is None:
+        return graded.config_sha256()
+    both = f"{graded.config_sha256()}+variant:{variant.config_sha256()}"
+    return hashlib.sha256(both.encode()).hexdigest()
 
 
 class _StageMemo:
@@ -391,8 +404,8 @@ class _StageMemo:
     poisoning-01 on two cores), and a pool worker grades many submissions of the same
     scenario. A stage is a pure function of its key (content-addressed cache, the same
     code), so reusing it changes no result; it only saves the recomputation. Families
-    treat the stage as read-only after `prepare`. Two entries: a hidden variant and its
-    public scenario.
+    treat the stage as read-only after `prepare`. Two entries: the graded scenario and
+    its automatic variant.
     """
 
     def __init__(self, size: int = 2) -> None:
@@ -451,43 +464,118 @@ def grade_submission(job: GradeJob) -> GradeRow:
                     error=f"the grader failed: {type(error).__name__}: {error}")
 
 
-def _grade(job: GradeJob, clock: _Clock) -> GradeRow:
-    from secureml.cache import Cache
-    from secureml.families.base import RunContext
-    from secureml.mitigation import decode_result
+VARIANT_FEEDBACK = (
+    "Also graded on an automatic variant of the scenario you have not seen (another seed "
+    "and other secrets): it scored {variant:.1f}, the public scenario {public:.1f}. Your grade "
+    "is the lower of the two. Check that a defence generalises with "
+    "`secureml run {scenario_id} --variant auto`."
+)
 
+
+@dataclass
+class _Attempt:
+    """What one run of the submission on one scenario gave: an evaluation, or a failed row."""
+
+    evaluation: Any = None
+    flags: list[str] = dataclasses.field(default_factory=list)
+    picture: bytes | None = None
+    failed: GradeRow | None = None
+
+
+def _grade(job: GradeJob, clock: _Clock) -> GradeRow:
     submission = job.submission
     if submission.problem:
         return _row(job, clock, "error", error=submission.problem,
                     feedback=[f"Hand in {MITIGATION_NAME} (or NAME.py) with plain files only."])
-    scenario = job.graded_scenario
+    public = _attempt(job, job.graded_scenario, clock, pictures=job.pictures and job.hidden is None)
+    if public.failed is not None:
+        return public.failed
+    public_score = _bounded(public.evaluation.score.total)
+    feedback = list(public.evaluation.feedback)
+    if job.hidden is not None:
+        # Family feedback quotes the settings it ran with (e.g. the target class).
+        feedback = [HIDDEN_VARIANT_FEEDBACK]
+    if job.variant is None:
+        return _row(job, clock, "ok", score=public_score, parts=public.evaluation.score.parts,
+                    metrics=public.evaluation.metrics, flags=public.flags, feedback=feedback,
+                    picture=public.picture)
+    # The trainee's code sees the variant's data, and could echo what it finds there
+    # (a target class, a trigger) in an exception or a flag: of the variant's run, only
+    # its score, a failure's status, kind and line, and a count of flags reach the row.
+    variant = _attempt(job, job.variant, clock, pictures=False, prefix="variant.")
+    if variant.failed is not None:
+        failed = variant.failed
+        return dataclasses.replace(
+            failed, error=f"on the automatic variant: {_variant_error(failed)}",
+            flags=[*public.flags, *failed.flags],
+            feedback=[f"Your code passed on the public scenario (score {public_score:.1f}) but not on "
+                      "a variant of it you have not seen. " + failed.feedback[0]],
+        )
+    variant_score = _bounded(variant.evaluation.score.total)
+    deciding = variant if variant_score < public_score else public
+    flags = list(public.flags)
+    if variant.flags:
+        flags.append(f"the automatic variant raised {len(variant.flags)} flag(s) too")
+    return _row(
+        job, clock, "ok",
+        score=min(public_score, variant_score),
+        parts=deciding.evaluation.score.parts,
+        metrics={**public.evaluation.metrics, "public.score": public_score, "variant.score": variant_score},
+        flags=flags,
+        feedback=[*feedback, VARIANT_FEEDBACK.format(variant=variant_score, public=public_score,
+                                                     scenario_id=job.scenario.id)],
+        picture=public.picture,
+    )
+
+
+def _bounded(score: float) -> float:
+    return min(MAX_SCORE, max(0.0, float(score)))
+
+
+def _variant_error(row: GradeRow) -> str:
+    from secureml.gradebook import error_summary
+
+    if row.status == "error":
+        return error_summary(row.error)
+    return {"timeout": "it ran out of time", "memory": "it ran out of memory",
+            "invalid-result": "it returned something the grader cannot use",
+            "no-result": "it ended before returning a result"}.get(row.status, row.status)
+
+
+def _attempt(job: GradeJob, scenario: ScenarioBase, clock: _Clock, *, pictures: bool,
+             prefix: str = "") -> _Attempt:
+    """Run the submission in the sandbox on `scenario`'s inputs and evaluate what it returned."""
+    from secureml.cache import Cache
+    from secureml.families.base import RunContext
+    from secureml.mitigation import decode_result
+
     ctx = RunContext(cache=Cache(job.cache_dir), data_root=job.data_root)
-    with clock.stage("prepare"):
+    with clock.stage(prefix + "prepare"):
         family, _split, stage = _STAGES.get(scenario, ctx)
     with tempfile.TemporaryDirectory(prefix=scratch_prefix("grade"), dir=job.work_dir) as scratch_name:
         scratch = Path(scratch_name)
         # The sandbox's whole view: the family's inputs and a copy of the trainee's files.
         inputs = scratch / "inputs"
         task_dir, code_dir = inputs / "task", inputs / "submission"
-        with clock.stage("inputs"):
+        with clock.stage(prefix + "inputs"):
             family.write_inputs(stage, task_dir)
-            _copy_submission(submission, code_dir)
+            _copy_submission(job.submission, code_dir)
             _make_world_readable(inputs)
         argv = [sys.executable, "-m", "secureml.worker", scenario.family,
                 str(code_dir / MITIGATION_NAME), str(task_dir)]
         # The sandbox's CPU share and quota are its thread budget: a neighbour under
         # --jobs N cannot take more, however many processes it starts.
         limits = dataclasses.replace(job.limits, cpus=float(max(1, job.threads)))
-        with clock.stage("sandbox"):
+        with clock.stage(prefix + "sandbox"):
             result = run_sandboxed(argv, inputs_dir=inputs, limits=limits, unsafe=job.unsafe,
                                    env=_thread_env(job.threads))
         flags = _sandbox_flags(result, job)
         verdict = _supervisor_verdict(result, job.limits)
         if verdict is not None:
             status, problem = verdict
-            return _row(job, clock, status, error=problem, flags=flags,
-                        feedback=[_status_feedback(status, job, family.function_name)])
-        with clock.stage("evaluate"):
+            return _Attempt(failed=_row(job, clock, status, error=problem, flags=flags,
+                                        feedback=[_status_feedback(status, job, family.function_name)]))
+        with clock.stage(prefix + "evaluate"):
             try:
                 raw = decode_result(result.result, max_bytes=job.limits.max_result_bytes)
                 outputs = family.check_outputs(stage, raw)
@@ -497,24 +585,12 @@ def _grade(job: GradeJob, clock: _Clock) -> GradeRow:
                     status, detail = _ended_without_result(result)
                 elif status == "error":
                     detail += _memory_error_hint(detail, job.limits)
-                return _row(job, clock, status, error=detail, flags=flags,
-                            feedback=[_status_feedback(status, job, family.function_name)])
-            ctx.out_dir = scratch / "pictures" if job.pictures and job.hidden is None else None
+                return _Attempt(failed=_row(job, clock, status, error=detail, flags=flags,
+                                            feedback=[_status_feedback(status, job, family.function_name)]))
+            ctx.out_dir = scratch / "pictures" if pictures else None
             evaluation = family.evaluate(stage, outputs, ctx)
             picture = _first_png(evaluation.pictures.values())
-        feedback = list(evaluation.feedback)
-        if job.hidden is not None:
-            # Family feedback quotes the settings it ran with (e.g. the target class).
-            feedback = [HIDDEN_VARIANT_FEEDBACK]
-        return _row(
-            job, clock, "ok",
-            score=min(MAX_SCORE, max(0.0, float(evaluation.score.total))),
-            parts=evaluation.score.parts,
-            metrics=evaluation.metrics,
-            flags=[*evaluation.flags, *flags],
-            feedback=feedback,
-            picture=picture,
-        )
+        return _Attempt(evaluation=evaluation, flags=[*evaluation.flags, *flags], picture=picture)
 
 
 def _row(job: GradeJob, clock: _Clock, status: str, *, error: str = "", score: float | None = None,
@@ -840,12 +916,18 @@ class GradeSettings:
     pictures: bool = True
     work_dir: Path | None = None
     child_threads: int = DEFAULT_CHILD_THREADS
+    # The automatic variant every submission also meets (secureml.variants). Its seed is
+    # the gradebook's own (drawn once at random, kept there) unless one is given here, as
+    # an autograder bundle does; automatic_variant=False grades the one scenario only.
+    automatic_variant: bool = True
+    variant_seed: int | None = None
 
 
 @dataclass
 class GradeReport:
     scenario_id: str
     hidden_variant: bool
+    automatic_variant: bool
     isolation: str
     graded: list[GradeRow]
     skipped: list[Submission]  # already in the gradebook under the same config
@@ -985,12 +1067,13 @@ def grade_workshop(
     swept = sweep_leftovers(settings.work_dir)
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else Cache().root
     graded_scenario = hidden if hidden is not None else scenario
-    config_sha256 = graded_scenario.config_sha256()
+    variant = automatic_variant(graded_scenario, gradebook, settings)
+    config_sha256 = graded_config_sha256(graded_scenario, variant)
     executor = executor or executor_for(settings.jobs)
     with tempfile.TemporaryDirectory(prefix=scratch_prefix("submissions"), dir=settings.work_dir) as unpack:
         found = discover_submissions(Path(submissions), Path(unpack))
         jobs = [
-            GradeJob(scenario=scenario, hidden=hidden, submission=submission,
+            GradeJob(scenario=scenario, hidden=hidden, variant=variant, submission=submission,
                      limits=settings.limits, cache_dir=cache_dir, data_root=settings.data_root,
                      unsafe=unsafe, threads=settings.child_threads,
                      pictures=settings.pictures, work_dir=settings.work_dir)
@@ -1001,7 +1084,7 @@ def grade_workshop(
             already = gradebook.has(scenario.id, job.submission.trainee, job.submission.sha256,
                                     config_sha256=config_sha256)
             (skipped if already and not settings.regrade else pending).append(job)
-        report = GradeReport(scenario.id, hidden is not None, _isolation_summary(unsafe),
+        report = GradeReport(scenario.id, hidden is not None, variant is not None, _isolation_summary(unsafe),
                              [], [job.submission for job in skipped], list(found.notes))
         report.notes += [f"removed what a grader that died left behind: {path}" for path in swept]
         if pending:
@@ -1011,6 +1094,8 @@ def grade_workshop(
                              progress=stage_progress)
             with stage_progress:
                 _STAGES.get(graded_scenario, ctx)
+                if variant is not None:
+                    _STAGES.get(variant, ctx)
             preflight(graded_scenario.family, limits=settings.limits, unsafe=unsafe,
                       work_dir=settings.work_dir)
             progress.start(len(pending), executor.workers)
@@ -1026,6 +1111,16 @@ def grade_workshop(
                 progress.stop()
     report.wall_s = time.monotonic() - started
     return report
+
+
+def automatic_variant(graded: ScenarioBase, gradebook: Gradebook, settings: GradeSettings) -> ScenarioBase | None:
+    """The variant every submission meets besides `graded`, or None when switched off."""
+    if not settings.automatic_variant:
+        return None
+    from secureml.variants import draw_variant
+
+    seed = settings.variant_seed if settings.variant_seed is not None else gradebook.variant_seed(graded.id)
+    return draw_variant(graded, seed)
 
 
 def _executor_failure_row(job: GradeJob, error: BaseException) -> GradeRow:
@@ -1089,6 +1184,7 @@ def report_json(report: GradeReport, *, gradebook_path: Path | None = None,
     return {
         "scenario": report.scenario_id,
         "hidden_variant": report.hidden_variant,
+        "automatic_variant": report.automatic_variant,
         "isolation": report.isolation,
         "gradebook": str(gradebook_path) if gradebook_path else None,
         "counts": report.counts(),
@@ -1104,7 +1200,8 @@ __all__ = [
     "Discovery", "Executor", "GradeJob", "GradeProgress", "GradeReport", "GradeSettings",
     "GraderUnavailable", "GradingIncomplete", "IsolationUnavailable", "LocalPool",
     "RichGradeProgress", "SerialExecutor", "Submission", "SubmissionsError",
-    "discover_submissions", "executor_for", "grade_submission", "grade_workshop", "preflight",
+    "automatic_variant", "discover_submissions", "executor_for", "grade_submission", "grade_workshop",
+    "graded_config_sha256", "preflight",
     "report_json", "resolve_isolation", "rows_table",
 ]
 
