@@ -281,6 +281,7 @@ def _read_config(root: Path) -> _Config:
     return _Config(scenario_file, hidden_file, settings, variant_seed)
 
 
+def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     """Build the graded scenario's stage and its automatic variant's into the cache (setup.sh, once)."""
     from secureml import scenario
     from secureml.cache import Cache
