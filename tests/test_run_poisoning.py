@@ -132,3 +132,14 @@ def test_submission_returning_garbage_is_an_invalid_result(tmp_path):
 def test_missing_mitigation_file_is_a_clear_error(tmp_path):
     result = secureml("run", "poisoning-01", "--mitigation", str(tmp_path / "nope.py"))
     assert result.returncode == 4 and "mitigation file not found" in result.stderr
+
+
+def test_show_states_what_dropping_clean_data_costs():
+    from click.testing import CliRunner
+
+    from secureml.cli import cli
+
+    result = CliRunner().invoke(cli, ["show", "poisoning-01"])
+    assert result.exit_code == 0
+    assert "kept_clean = clip(1 - clean_dropped / 0.25, 0, 1)" in result.output
+    assert "dropping 25% of them scores 0" in result.output

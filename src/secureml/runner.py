@@ -27,6 +27,8 @@ class RunResult:
     cache: dict[str, dict[str, int]]
     threads: int
     hidden_variant: bool = False
+    # The seed an automatic variant was drawn from (`secureml.variants`), None when none ran.
+    variant_seed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         evaluation = self.evaluation
@@ -51,6 +53,7 @@ class RunResult:
             "config_sha256": self.scenario.config_sha256(),
             "data_sha256": self.data_sha256,
             "hidden_variant": self.hidden_variant,
+            "variant": None if self.variant_seed is None else {"kind": "auto", "variant_seed": self.variant_seed},
             "versions": versions(),
             "threads": self.threads,
             "timings_s": {name: round(value, 3) for name, value in self.timings_s.items()},
@@ -98,6 +101,7 @@ def run(
     mitigation: Path | None,
     ctx: RunContext,
     hidden_variant: bool = False,
+    variant_seed: int | None = None,
 ) -> RunResult:
     """Run the scenario with a trainee's mitigation file (or none) in this process."""
     from secureml.mitigation import load_module, run_in_process
@@ -126,6 +130,7 @@ def run(
         cache=ctx.cache.summary(),
         threads=thread_count(),
         hidden_variant=hidden_variant,
+        variant_seed=variant_seed,
     )
 
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from secureml import models
 from secureml.cache import content_key
-from secureml.errors import MitigationError
+from secureml.errors import ConfigError, MitigationError
 from secureml.families.base import Evaluation, RunContext, Row, VictimTools, write_victim_inputs
-from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, triggered_test_set
+from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, trigger_change, triggered_test_set
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
     from secureml.datasets import Split
     from secureml.families.poisoning.config import PoisoningScenario
+
+# A trigger must change an image by at least one full pixel's worth (summed absolute change);
+# less is a scenario error, not an attack: e.g. a dark trigger on MNIST's black background.
+MIN_TRIGGER_CHANGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,18 @@ class PoisoningFamily:
         if cached is not None:
             return cached["x"], cached["y"]
         x_triggered, y_triggered = triggered_test_set(split, scenario.attack)
+        change = trigger_change(split.x_test[split.y_test != scenario.attack.target_class], x_triggered)
+        if change < MIN_TRIGGER_CHANGE:
+            raise ConfigError(
+                f"the trigger barely changes the images it is stamped on (by {change:.2f} on average, "
+                "summed over pixels), so no backdoor can take hold",
+                file=str(scenario.source or scenario.id),
+                field="attack.trigger",
+                expected=f"a trigger that changes each image by at least {MIN_TRIGGER_CHANGE:g}",
+                found=scenario.attack.trigger.describe(),
+                fix="a dark trigger is invisible on a dark background: move it where the images have ink "
+                "(e.g. the centre), or give it a brighter pixel_value",
+            )
         ctx.cache.save_tensors("triggered", key, {"x": x_triggered, "y": y_triggered})
         return x_triggered, y_triggered
 
@@ -317,6 +333,7 @@ class PoisoningFamily:
         mask = stage.poisoned.poison_mask
         dropped = np.ones(stage.size, dtype=bool)
         dropped[kept] = False
+        clean_dropped = float(dropped[~mask].mean())
         score = der_calibrated(
             asr_none=stage.none.attack_success_rate,
             ca_none=stage.none.clean_accuracy,
@@ -326,6 +343,8 @@ class PoisoningFamily:
             ca_random=random.clean_accuracy,
             asr_perfect=stage.perfect.attack_success_rate,
             ca_perfect=stage.perfect.clean_accuracy,
+            clean_dropped=clean_dropped,
+            max_clean_dropped=stage.scenario.scoring.max_clean_dropped,
             max_clean_accuracy_drop=stage.scenario.scoring.max_clean_accuracy_drop,
         )
         return Filtered(
@@ -334,7 +353,7 @@ class PoisoningFamily:
             random=random,
             kept=len(kept),
             poison_removed=float(dropped[mask].mean()) if mask.any() else 0.0,
-            clean_dropped=float(dropped[~mask].mean()),
+            clean_dropped=clean_dropped,
         )
 
     def _random_filter(self, stage: PoisoningStage, drop: int, ctx: RunContext) -> Outcome:
@@ -392,9 +411,12 @@ class PoisoningFamily:
                 f"Clean accuracy fell {100 * ca_drop:.1f} points "
                 f"({stage.none.clean_accuracy:.3f} -> {outcome.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
             )
-        if filtered.clean_dropped > 0.1:
+        kept_clean = filtered.score.parts["kept_clean"]
+        if kept_clean < 0.9:
             notes.append(
-                f"You dropped {100 * filtered.clean_dropped:.0f}% of the clean samples. {hints.dropped_too_much}"
+                f"You dropped {100 * filtered.clean_dropped:.0f}% of the clean samples: that keeps "
+                f"{100 * kept_clean:.0f}% of your score (dropping "
+                f"{100 * stage.scenario.scoring.max_clean_dropped:g}% scores 0). {hints.dropped_too_much}"
             )
         if filtered.score.total >= 80 and not notes:
             notes.append(hints.success)
