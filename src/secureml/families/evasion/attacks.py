@@ -574,38 +574,86 @@ def run_suite(
     clean_correct = np.ones(len(y), dtype=bool)
     for judge in judges:
         clean_correct &= judge(x) == y
-    attacked = np.flatnonzero(clean_correct)
     outcomes: dict[str, AttackOutcome] = {}
     disagreement = 0.0
     for config in suite.attacks:
-        started = time.perf_counter()
-        x_adv = x.copy()
-        with progress.task(f"{label}: {config.name} on {len(attacked)} images"):
-            if len(attacked):
-                with numpy_global_seed(derive_seed(seed, "attack", config.name)), _python_random_seed(
-                    derive_seed(seed, "attack-python", config.name)
-                ):
-                    generated = ATTACKS[config.name](
-                        estimator,
-                        x[attacked],
-                        y[attacked],
-                        threat=threat,
-                        config=config,
-                        batch_size=suite.batch_size,
-                        seed=derive_seed(seed, config.name),
-                        judge=judges[0],
-                    )
-                x_adv[attacked] = project(x[attacked], np.asarray(generated, dtype=np.float32), threat)
-        verdicts = [judge(x_adv) != y for judge in judges]
-        if len(verdicts) > 1:
-            disagreement = max(disagreement, float((verdicts[0] != verdicts[1])[attacked].mean()) if len(attacked) else 0.0)
-        fooled = clean_correct & np.logical_or.reduce(verdicts)
-        norms = perturbation_norms(x, x_adv, threat.norm)
-        fooled &= norms <= threat.epsilon * (1 + BALL_SLACK) + BALL_SLACK
-        outcomes[config.name] = AttackOutcome(
-            config.name, x_adv, fooled, norms.astype(np.float32), time.perf_counter() - started
+        outcome, changed = attack_and_judge(
+            config.name,
+            estimator,
+            config,
+            x,
+            y,
+            clean_correct=clean_correct,
+            threat=threat,
+            batch_size=suite.batch_size,
+            seed=seed,
+            judges=judges,
+            progress=progress,
+            label=label,
         )
+        disagreement = max(disagreement, changed)
+        outcomes[config.name] = outcome
     return SuiteResult(x, y, clean_correct, outcomes, disagreement)
+
+
+def attack_and_judge(
+    name: str,
+    estimator,
+    config,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    clean_correct: np.ndarray,
+    threat: ThreatModel,
+    batch_size: int,
+    seed: int,
+    judges: list[Predict],
+    progress,
+    label: str,
+) -> tuple[AttackOutcome, float]:
+    """One attack (`config`, seeded from `seed` and its name) on the correctly classified
+    images, projected into the ball, judged on the deployed model (see `judge_outcome`)."""
+    import numpy as np
+
+    started = time.perf_counter()
+    attacked = np.flatnonzero(clean_correct)
+    x_adv = x.copy()
+    with progress.task(f"{label}: {name} on {len(attacked)} images"):
+        if len(attacked):
+            with numpy_global_seed(derive_seed(seed, "attack", config.name)), _python_random_seed(
+                derive_seed(seed, "attack-python", config.name)
+            ):
+                generated = ATTACKS[config.name](
+                    estimator,
+                    x[attacked],
+                    y[attacked],
+                    threat=threat,
+                    config=config,
+                    batch_size=batch_size,
+                    seed=derive_seed(seed, config.name),
+                    judge=judges[0],
+                )
+            x_adv[attacked] = project(x[attacked], np.asarray(generated, dtype=np.float32), threat)
+    return judge_outcome(name, x, y, x_adv, clean_correct=clean_correct, judges=judges, threat=threat, started=started)
+
+
+def judge_outcome(
+    name: str, x, y, x_adv, *, clean_correct, judges: list[Predict], threat: ThreatModel, started: float
+) -> tuple[AttackOutcome, float]:
+    """Judge adversarial images on the deployed model: an image is fooled if it was classified
+    correctly, lies inside the ball, and some judge misclassifies it. Also returns the share of
+    attacked images on which two judges (a randomised model's draws) disagree."""
+    import numpy as np
+
+    verdicts = [judge(x_adv) != y for judge in judges]
+    disagreement = 0.0
+    if len(verdicts) > 1 and clean_correct.any():
+        disagreement = float((verdicts[0] != verdicts[1])[clean_correct].mean())
+    norms = perturbation_norms(x, x_adv, threat.norm)
+    fooled = clean_correct & np.logical_or.reduce(verdicts)
+    fooled &= norms <= threat.epsilon * (1 + BALL_SLACK) + BALL_SLACK
+    outcome = AttackOutcome(name, x_adv, fooled, norms.astype(np.float32), time.perf_counter() - started)
+    return outcome, disagreement
 
 
 def robust_accuracy_curve(
