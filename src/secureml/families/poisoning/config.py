@@ -85,7 +85,6 @@ class BlendTrigger(_Trigger):
 Trigger = Annotated[
     Union[PatternTrigger, PixelTrigger, SquareTrigger, CheckerTrigger, BlendTrigger], Field(discriminator="kind")
 ]
-TRIGGER_KINDS = ("pattern", "pixel", "square", "checker", "blend")
 
 
 # --------------------------------------------------------------------------- variants' triggers
@@ -96,10 +95,12 @@ TRIGGER_KINDS = ("pattern", "pixel", "square", "checker", "blend")
 #   bright checkerboard: 0.99 in the middle of the digit, where a bright 4-pixel pattern
 #     got only 0.24 (it vanishes on the ink) and a mid-grey one 0.05;
 #   mid-grey or bright pattern or checkerboard near an edge (on the background): 0.95-0.98;
-#   blended noise, alpha 0.2, over the whole image: 1.00;
-#   dark square over the middle of the digit: 0.51 with 4x4, so dark ones are 6x6.
-# The clean-label attack is weaker (0.60 with its public 5x5 bright checkerboard), so its
-# variants only move that checkerboard.
+#   blended noise, alpha 0.2, over the whole image: 1.00 (so variants blend 0.2 or 0.25);
+#   dark square over the middle of the digit: 0.51 with 4x4, 0.84 with 6x6 (0.82 at 15%
+#     poison), 0.91 with 7x7, so dark ones are 7x7; the rest miss digits with no ink there.
+# The clean-label attack is weaker (0.60 with its public 5x5 bright checkerboard in the
+# bottom-right corner; 0.006 with it at row 5, column 11, over the top of the digits), so
+# its variants only move that checkerboard, and only on the background near an edge.
 LOOKS = {
     "badnets": ("bright-checker", "edge-mark", "blended", "dark-square"),
     "clean-label": ("clean-label-checker",),
@@ -113,7 +114,7 @@ def draw_trigger(rng: random.Random, height: int, width: int, looks) -> dict[str
     if look == "bright-checker":
         trigger, region = {"kind": "checker", "size": small, "pixel_value": 1.0}, "anywhere"
     elif look == "clean-label-checker":
-        trigger, region = {"kind": "checker", "size": max(2, round(height / 5.6)), "pixel_value": 1.0}, "anywhere"
+        trigger, region = {"kind": "checker", "size": max(2, round(height / 5.6)), "pixel_value": 1.0}, "edge"
     elif look == "edge-mark":
         kind = rng.choice(["pattern", "checker", "square"])
         trigger = {"kind": kind, "pixel_value": rng.choice([0.5, 1.0])}
@@ -124,12 +125,12 @@ def draw_trigger(rng: random.Random, height: int, width: int, looks) -> dict[str
         trigger = {
             "kind": "blend",
             "size": height,
-            "alpha": rng.choice([0.15, 0.2, 0.25]),
+            "alpha": rng.choice([0.2, 0.25]),
             "pattern_seed": rng.randrange(2**31),
         }
         region = "anywhere"
     else:  # dark-square
-        trigger, region = {"kind": "square", "size": max(2, round(height / 4.7)), "pixel_value": 0.0}, "middle"
+        trigger, region = {"kind": "square", "size": max(2, height // 4), "pixel_value": 0.0}, "middle"
     box = {"pattern": 3}.get(trigger["kind"], trigger.get("size", 1))
     trigger["row"], trigger["col"] = _position(rng, region, box, height, width)
     return trigger
@@ -137,7 +138,8 @@ def draw_trigger(rng: random.Random, height: int, width: int, looks) -> dict[str
 
 def _position(rng: random.Random, region: str, box: int, height: int, width: int) -> tuple[int, int]:
     """A top-left corner for a box x box trigger: anywhere it fits, in the middle third of
-    the image (where digits have ink), or within a quarter of the image from an edge."""
+    the image (where digits have ink), or wholly within a quarter of the image from an edge
+    (on the background: a mid-grey square reaching 5 pixels further in got ASR 0.37)."""
     if region == "middle":
         return rng.randint(height // 3, height - height // 3 - box), rng.randint(width // 3, width - width // 3 - box)
     rows, cols = range(height - box + 1), range(width - box + 1)
@@ -148,7 +150,7 @@ def _position(rng: random.Random, region: str, box: int, height: int, width: int
         (row, col)
         for row in rows
         for col in cols
-        if row < band_rows or col < band_cols or row + box > height - band_rows or col + box > width - band_cols
+        if row + box <= band_rows or col + box <= band_cols or row >= height - band_rows or col >= width - band_cols
     ]
     return rng.choice(near_edge)
 
