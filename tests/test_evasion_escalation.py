@@ -157,10 +157,3 @@ def test_binarising_mnist_inside_the_weights_is_robust_and_the_escalation_clears
     # A real robustness figure: the worst case over the suite and the escalated attacks.
     assert metrics["mitigated.robust_accuracy"] >= 0.6, metrics["mitigated.robust_accuracy"]
     assert evaluation.score.total >= 80
-
-
-@pytest.mark.slow
-def test_staircase_weights_score_about_zero_on_evasion_01(tmp_path):
-    evaluation = _run(scenario.load("evasion-01"), GAMING / "evasion_staircase.py")
-    assert evaluation.metrics["mitigated.escalated"] == 1.0
-    assert evaluation.score.total <= 10, evaluation.metrics

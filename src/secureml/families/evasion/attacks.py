@@ -50,6 +50,27 @@ class AttackOutcome:
     norms: np.ndarray  # perturbation size in the threat norm
     seconds: float
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for the cache (safetensors), under the attack's name."""
+        import numpy as np
+
+        return {
+            f"{self.name}/x_adv": self.x_adv,
+            f"{self.name}/fooled": self.fooled.astype(np.uint8),
+            f"{self.name}/norms": self.norms,
+            f"{self.name}/seconds": np.array([self.seconds]),
+        }
+
+    @classmethod
+    def from_arrays(cls, name: str, arrays: dict[str, np.ndarray]) -> AttackOutcome:
+        return cls(
+            name,
+            arrays[f"{name}/x_adv"],
+            arrays[f"{name}/fooled"].astype(bool),
+            arrays[f"{name}/norms"],
+            float(arrays[f"{name}/seconds"][0]),
+        )
+
 
 @dataclass(frozen=True)
 class SuiteResult:
@@ -77,10 +98,13 @@ class SuiteResult:
     def attack_robust_accuracy(self, name: str) -> float:
         return float((self.clean_correct & ~self.outcomes[name].fooled).mean())
 
+    def robust_of(self, names) -> np.ndarray:
+        """Per image: robust to a part of the suite (e.g. the white-box attacks only)."""
+        return worst_case(self.clean_correct, {name: self.outcomes[name].fooled for name in names if name in self.outcomes})
+
     def robust_accuracy_of(self, names) -> float:
         """Worst case over a part of the suite (e.g. the white-box attacks only)."""
-        chosen = {name: self.outcomes[name].fooled for name in names if name in self.outcomes}
-        return float(worst_case(self.clean_correct, chosen).mean())
+        return float(self.robust_of(names).mean())
 
     def mean_perturbation(self, name: str | None = None) -> float:
         """Mean size of the successful perturbations: of one attack, or the smallest per image."""
@@ -118,25 +142,13 @@ class SuiteResult:
         import numpy as np
 
         arrays = {"clean_correct": self.clean_correct.astype(np.uint8), "disagreement": np.array([self.disagreement])}
-        for name, outcome in self.outcomes.items():
-            arrays[f"{name}/x_adv"] = outcome.x_adv
-            arrays[f"{name}/fooled"] = outcome.fooled.astype(np.uint8)
-            arrays[f"{name}/norms"] = outcome.norms
-            arrays[f"{name}/seconds"] = np.array([outcome.seconds])
+        for outcome in self.outcomes.values():
+            arrays.update(outcome.to_arrays())
         return arrays
 
     @classmethod
     def from_arrays(cls, x, y, arrays: dict[str, np.ndarray], names) -> SuiteResult:
-        outcomes = {
-            name: AttackOutcome(
-                name,
-                arrays[f"{name}/x_adv"],
-                arrays[f"{name}/fooled"].astype(bool),
-                arrays[f"{name}/norms"],
-                float(arrays[f"{name}/seconds"][0]),
-            )
-            for name in names
-        }
+        outcomes = {name: AttackOutcome.from_arrays(name, arrays) for name in names}
         return cls(x, y, arrays["clean_correct"].astype(bool), outcomes, float(arrays["disagreement"][0]))
 
 

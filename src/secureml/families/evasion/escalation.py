@@ -6,8 +6,6 @@ overestimates robustness. Measured: CNNs made piecewise-constant purely through 
 weights scored 52-61 on evasion-03 and 19 on evasion-01 with robust accuracy at the
 victim's level. So on a flagged run (and only then, it costs time) the grader adds:
 
-- the suite's gradient-free attack with a much larger budget (Square with >= 5,000
-  queries, HopSkipJump with >= 50 iterations);
 - transfer from the undefended victim: every adversarial image the suite made against it;
 - BPDA through a smoothed surrogate of the submitted model (Athalye, Carlini and Wagner,
   "Obfuscated Gradients Give a False Sense of Security", ICML 2018): the forward pass is
@@ -15,11 +13,16 @@ victim's level. So on a flagged run (and only then, it costs time) the grader ad
   approximation, sigmoid(z / (T * spread of z)), and the logits are divided by their
   spread, so a steep step (a staircase built from ReLUs with huge weights) and saturated
   logits both pass a useful gradient. PGD with restarts follows it; the deployed model
-  judges every image.
+  judges every image;
+- the suite's gradient-free attack with a much larger budget (Square with >= 5,000
+  queries, HopSkipJump with >= 50 iterations), on the images all of the above left robust.
 
 Everything is judged like the suite: inside the ball, on the deployed model, worst case
 per image. The masking checks then run again on the escalated evidence; a check that
-no longer fires was refuted, and its flag is cleared.
+no longer fires was refuted, and its flag is cleared. After escalation, "the gradient-free
+attack beats the white-box ones" means it fools images that every white-box attack,
+transfer and surrogate included, left robust; so the escalated gradient-free outcome only
+ever counts such images, and its own robust accuracy is not comparable to the suite's.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from secureml.families.evasion import attacks
+from secureml.families.evasion.attacks import worst_case
 from secureml.randomness import derive_seed
 
 if TYPE_CHECKING:
@@ -53,15 +57,7 @@ class EscalationResult:
     seconds: float
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        import numpy as np
-
-        arrays: dict[str, np.ndarray] = {}
-        for name, outcome in self.outcomes.items():
-            arrays[f"{name}/x_adv"] = outcome.x_adv
-            arrays[f"{name}/fooled"] = outcome.fooled.astype(np.uint8)
-            arrays[f"{name}/norms"] = outcome.norms
-            arrays[f"{name}/seconds"] = np.array([outcome.seconds])
-        return arrays
+        return {key: array for outcome in self.outcomes.values() for key, array in outcome.to_arrays().items()}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -73,18 +69,7 @@ class EscalationResult:
 
     @classmethod
     def load(cls, arrays: dict[str, np.ndarray], summary: dict[str, Any]) -> EscalationResult:
-        from secureml.families.evasion.attacks import AttackOutcome
-
-        outcomes = {
-            name: AttackOutcome(
-                name,
-                arrays[f"{name}/x_adv"],
-                arrays[f"{name}/fooled"].astype(bool),
-                arrays[f"{name}/norms"],
-                float(arrays[f"{name}/seconds"][0]),
-            )
-            for name in summary["names"]
-        }
+        outcomes = {name: attacks.AttackOutcome.from_arrays(name, arrays) for name in summary["names"]}
         return cls(
             outcomes, summary["surrogate_curve"], summary["surrogate_zero_gradient_share"], summary["seconds"]
         )
@@ -182,21 +167,11 @@ def escalate(
     )
     outcomes: dict[str, AttackOutcome] = {}
 
-    # 1. The gradient-free attack with a much larger budget, on the model itself.
-    estimator = attacks.classifier(model, input_shape=input_shape, num_classes=num_classes)
-    for attack in evaluation.attacks:
-        if is_gradient_free(attack.name):
-            name = ESCALATED_PREFIX + attack.name
-            outcomes[name], _ = attacks.attack_and_judge(
-                name, estimator, _stronger(attack, config), x, y,
-                seed=derive_seed(seed, "escalation"), label="escalating", **common,
-            )
-
-    # 2. Transfer: the victim's adversarial images, judged on this model.
+    # 1. Transfer: the victim's adversarial images, judged on this model.
     with progress.task("escalating: transfer from the undefended victim"):
         outcomes[TRANSFER_FROM_VICTIM] = _transfer(victim_suite, clean_correct, judges, threat)
 
-    # 3. BPDA-PGD through the smoothed surrogate, judged on this model.
+    # 2. BPDA-PGD through the smoothed surrogate, judged on this model.
     surrogate = attacks.classifier(
         smoothed_surrogate(model, config.surrogate_temperature), input_shape=input_shape, num_classes=num_classes
     )
@@ -216,6 +191,19 @@ def escalate(
             seed=derive_seed(seed, "surrogate-curve"),
             judge=judges[0],
         )
+
+    # 3. The gradient-free attack with a much larger budget, on the images everything else
+    # left robust: an image already fooled cannot become less robust, and on a masked model
+    # this is most of them (the slow part of escalation, HopSkipJump above all, shrinks).
+    survivors = worst_case(clean_correct, {name: o.fooled for name, o in {**suite.outcomes, **outcomes}.items()})
+    estimator = attacks.classifier(model, input_shape=input_shape, num_classes=num_classes)
+    for attack in evaluation.attacks:
+        if is_gradient_free(attack.name):
+            name = ESCALATED_PREFIX + attack.name
+            outcomes[name], _ = attacks.attack_and_judge(
+                name, estimator, _stronger(attack, config), x, y,
+                seed=derive_seed(seed, "escalation"), label="escalating", **{**common, "clean_correct": survivors},
+            )
     checked = np.flatnonzero(clean_correct)[: scenario.masking.gradient_check_samples]
     zero_share = attacks.zero_gradient_share(surrogate, x[checked], y[checked])
     return EscalationResult(outcomes, curve, zero_share, time.perf_counter() - started)

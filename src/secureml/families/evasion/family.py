@@ -262,7 +262,7 @@ class _EvasionFamily:
         if set(fired) & MASKING_CHECKS:
             escalation = self._escalation(stage, subject, mine, ctx)
             final = self._escalated(mine, escalation)
-            escalated_flags = self._flags(stage, final, subject)
+            escalated_flags = self._flags(stage, final, subject, escalated=True)
             refuted = {check: text for check, text in flags.items() if check not in escalated_flags}
             flags = escalated_flags
         score = robust_accuracy_calibrated(
@@ -385,20 +385,24 @@ class _EvasionFamily:
         row["mean_perturbation"] = suite.mean_perturbation()
         return row
 
-    def _flags(self, stage: EvasionStage, report: Report, subject: Subject) -> dict[str, str]:
-        """The red flags that fire on a report: check name -> text."""
+    def _flags(self, stage: EvasionStage, report: Report, subject: Subject, escalated: bool = False) -> dict[str, str]:
+        """The red flags that fire on a report: check name -> text. After escalation the
+        gradient-free check asks whether it fools images every white-box attack missed."""
         masking = stage.scenario.masking
-        names = list(report.suite.outcomes)
-        white_box = [name for name in names if not is_gradient_free(name)]
-        gradient_free = [name for name in names if is_gradient_free(name)]
-        found = {
-            "gradient-free-beats-white-box": checks.gradient_free_beats_white_box(
-                report.suite.robust_accuracy_of(white_box),
-                report.suite.robust_accuracy_of(gradient_free),
-                masking.black_box_margin,
+        suite = report.suite
+        white_box = [name for name in suite.outcomes if not is_gradient_free(name)]
+        gradient_free = [name for name in suite.outcomes if is_gradient_free(name)]
+        if not (white_box and gradient_free):
+            beaten = None
+        elif escalated:
+            missed = suite.robust_of(white_box) & ~suite.robust_of(gradient_free)
+            beaten = checks.gradient_free_still_finds_more(float(missed.mean()), masking.black_box_margin)
+        else:
+            beaten = checks.gradient_free_beats_white_box(
+                suite.robust_accuracy_of(white_box), suite.robust_accuracy_of(gradient_free), masking.black_box_margin
             )
-            if white_box and gradient_free
-            else None,
+        found = {
+            "gradient-free-beats-white-box": beaten,
             "bad-gradients": checks.bad_gradients(report.zero_gradient_share, masking.zero_gradient_share),
             "randomised": checks.randomness_changes_results(report.suite.disagreement, masking.randomness_tolerance)
             if subject.randomised
