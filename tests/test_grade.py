@@ -43,7 +43,8 @@ from secureml.grade import (
     grade_submission,
     grade_workshop,
 )
-from secureml.gradebook import EXPORT_FORMATS, Gradebook, GradeRow, export, gradescope_results
+from secureml.gradebook import EXPORT_FORMATS, ExportOptions, Gradebook, GradeRow, export, gradescope_results
+from secureml.roster import load_roster
 from secureml.sandbox import Limits, isolation_mode
 
 from conftest import REPO, VARIANT_SEED, secureml
@@ -647,8 +648,11 @@ def test_hidden_variant_is_recorded_as_such_not_its_contents(poisoning, session_
     assert list(row.feedback) == [HIDDEN_VARIANT_FEEDBACK]
     written = b"".join(path.read_bytes() for path in tmp_path.glob("gradebook.db*"))
     (tmp_path / "exports").mkdir()
-    for fmt in EXPORT_FORMATS:
-        for path in export(rows.values(), fmt, tmp_path / "exports" / fmt):
+    (tmp_path / "roster.csv").write_text("trainee,name,lms_id,sis_user_id,sis_login_id,section,email\n"
+                                         "alice,Alice,1,S-1,alice,A,alice@example.edu\n")
+    for fmt, spec in EXPORT_FORMATS.items():
+        options = ExportOptions(roster=load_roster(tmp_path / "roster.csv")) if "roster" in spec.options else ExportOptions()
+        for path in export(rows.values(), fmt, tmp_path / "exports" / fmt, options):
             written += path.read_bytes()
     assert secret_hint.encode() not in written and secret_drop.encode() not in written
     # Grading the public scenario afterwards regrades: the config differs.

@@ -354,30 +354,54 @@ run_options = _run_options(seed=True, seeds_help="Repeat over N seeds (seed, see
               help="Your mitigation file (start from the lab's mitigation.py). Omit to run without one.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Where results.json and pictures go [default: out/ID].")
+@click.option("--variant", type=click.Choice(["auto"]),
+              help="Run an automatic variant: a new seed and new secrets (target, trigger, attacked "
+                   "images...), drawn like the grader's but from another seed.")
+@click.option("--variant-seed", type=click.IntRange(min=0),
+              help="Draw the variant from this seed instead of your own default one (implies --variant auto).")
 @run_options
-def run(scenario_id, mitigation, out_dir, seed, seeds, data_root, device, threads, no_cache, as_json) -> None:
+def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, data_root, device, threads,
+        no_cache, as_json) -> None:
     """Run a lab: build the victim, run the attack, run your mitigation, and score it.
+
+    Graded runs also meet an automatic variant you never see; --variant auto draws one of
+    your own, so you can check that a defence generalises before you submit it.
 
     \b
     Examples:
       secureml run poisoning-01
       secureml run poisoning-01 --mitigation labs/poisoning-01/mitigation.py
       secureml run poisoning-01 --mitigation solution.py --seeds 3 --out results/
+      secureml run poisoning-01 --mitigation solution.py --variant auto
+      secureml run poisoning-01 --mitigation solution.py --variant-seed 42
     """
     from secureml import report, runner, scenario
 
     with _guard(as_json):
         loaded = scenario.load(scenario_id)
+        if variant_seed is not None or variant:
+            if seed is not None:
+                raise click.UsageError("--seed and --variant both set the seed; choose the variant with --variant-seed N.")
+            from secureml import variants
+
+            variant_seed = variants.trainee_variant_seed(loaded) if variant_seed is None else variant_seed
+            loaded = variants.draw_variant(loaded, variant_seed)
         if seed is not None:
             loaded = loaded.with_seed(seed)
         out_dir = out_dir or Path("out") / loaded.id
         _set_threads(threads)
         ctx = _context(out_dir, data_root, device, no_cache, quiet=as_json)
         results = []
+        if variant_seed is not None and not as_json:
+            report.console().print(
+                f"automatic variant {variant_seed} of {loaded.id}: seed {loaded.seed}, other secrets drawn afresh"
+            )
         with ctx.progress:
             for each_seed in runner.seeds_for(loaded, seeds):
                 ctx.out_dir = out_dir if seeds == 1 else out_dir / f"seed-{each_seed}"
-                results.append(runner.run(loaded.with_seed(each_seed), mitigation=mitigation, ctx=ctx))
+                results.append(
+                    runner.run(loaded.with_seed(each_seed), mitigation=mitigation, ctx=ctx, variant_seed=variant_seed)
+                )
         if seeds == 1:
             payload = results[0].to_json()
             report.write_json(out_dir / "results.json", payload)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from secureml.errors import MitigationError
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 RESULT_FORMAT = "secureml-result/1"
 MAX_HEADER_BYTES = 1 << 20
