@@ -101,8 +101,18 @@ Trigger = Annotated[
 # The clean-label attack is weaker (0.60 with its public 5x5 bright checkerboard in the
 # bottom-right corner; 0.006 with it at row 5, column 11, over the top of the digits), so
 # its variants only move that checkerboard, and only on the background near an edge.
+#
+# Automatic variants draw only looks the lab's reference finds. Measured on poisoning-01 at
+# full size with its reference (activation clustering + pixel-space label agreement):
+# bright 4x4 checkerboards at (0,12) target 5, (22,3) target 8, (12,20) target 1 scored
+# 78.2, 86.6 and 99.4 (victim ASR 0.97-0.99, poison removed 0.985-1.0); a dark 7x7 square
+# in the middle (variant 7 before this) and a blend at alpha 0.2 (variant 1) both scored
+# 0: the victim's activations do not split the poison from the target's own digits, and
+# the poison's pixel neighbours are each other. Those looks stay in the schema for hidden
+# variants ("edge-mark", "blended" and "dark-square" in draw_trigger take hold too); the
+# automatic variants draw them again once a reference finds them.
 LOOKS = {
-    "badnets": ("bright-checker", "edge-mark", "blended", "dark-square"),
+    "badnets": ("bright-checker",),
     "clean-label": ("clean-label-checker",),
 }
 
