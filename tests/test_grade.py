@@ -119,18 +119,12 @@ def _grade_run(loaded, cache_dir: Path, tmp_path: Path, entries: dict, *, hidden
     """A whole grading run (discovery, skip, fan-out, gradebook) as `secureml grade` does it."""
     folder = _submissions(tmp_path / "submissions", entries)
     settings = GradeSettings(limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb, **limits),
-                             cache_dir=cache_dir, pictures=False, **ONE_SCENARIO)
+                             cache_dir=cache_dir, pictures=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(loaded, folder, book, settings, hidden=hidden)
         stored = {row.trainee: row for row in book.rows(loaded.id)}
     assert {row.trainee for row in report.graded} == set(stored), "every graded row is stored"
     return stored
-
-
-# Most tests here are about the sandbox and the gradebook, not the automatic variant: they
-# grade the one scenario (GradeSettings(automatic_variant=False), `grade --no-variant`).
-# The variant's own tests give conftest's fixed VARIANT_SEED.
-ONE_SCENARIO = {"automatic_variant": False}
 
 
 def _marker() -> str:
@@ -386,7 +380,7 @@ def test_an_honest_submission_beside_a_hog_of_sixty_sessions_finishes_ok_under_t
         "b_honest": ("honest_cpu", {"cpu_s": 6}),
     })
     db = tmp_path / "gradebook.db"
-    done = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant", "--jobs", "2",
+    done = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--jobs", "2",
                     "--timeout", "30", "--json", timeout_s=600)
     assert done.returncode == 0, done.stderr
     rows = {row["trainee"]: row for row in json.loads(done.stdout)["graded"]}
@@ -527,7 +521,7 @@ def test_folder_submissions_import_their_helpers_and_broken_ones_are_errors(pois
     (folder / "carol").mkdir()
     (folder / "carol" / "mitigation.py").write_text(_payload("all_indices"))
     (folder / "carol" / "passwords").symlink_to("/etc/shadow")
-    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, **ONE_SCENARIO, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(poisoning, folder, book, settings)
     rows = {row.trainee: row for row in report.graded}
@@ -551,7 +545,7 @@ def test_every_family_grades_its_reference_above_its_starter_in_the_sandbox(scen
     folder.mkdir()
     for trainee, lab_file in (("reference", "solution.py"), ("starter", "mitigation.py")):
         shutil.copy(REPO / "labs" / scenario_id / lab_file, folder / f"{trainee}.py")
-    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache, **ONE_SCENARIO)
+    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         grade_workshop(loaded, folder, book, settings)
         rows = {row.trainee: row for row in book.rows(scenario_id)}
@@ -565,7 +559,7 @@ def test_every_family_grades_its_reference_above_its_starter_in_the_sandbox(scen
 def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cache, tmp_path):
     # A submission that really filters, so that the grader retrains and measures a new model.
     folder = _submissions(tmp_path / "submissions", {"alice": "trigger_oracle"})
-    settings = GradeSettings(limits=Limits(timeout_s=60, memory_mb=2048), cache_dir=session_cache, **ONE_SCENARIO,
+    settings = GradeSettings(limits=Limits(timeout_s=60, memory_mb=2048), cache_dir=session_cache,
                              regrade=True)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         first = grade_workshop(poisoning, folder, book, settings).graded[0]
@@ -579,13 +573,13 @@ def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cac
     assert first.picture_png and first.picture_png.startswith(b"\x89PNG")
 
 
-def test_the_automatic_variant_comes_from_the_gradebooks_kept_seed_unless_one_is_given(tmp_path):
+def test_the_automatic_variant_is_off_by_default_and_comes_from_the_gradebooks_kept_seed(tmp_path):
     public = scenario.load("poisoning-01")
     with Gradebook.open(tmp_path / "g.db") as book:
-        first = automatic_variant(public, book, GradeSettings())
-        again = automatic_variant(public, book, GradeSettings())
+        first = automatic_variant(public, book, GradeSettings(automatic_variant=True))
+        again = automatic_variant(public, book, GradeSettings(automatic_variant=True))
         given = automatic_variant(public, book, GradeSettings(variant_seed=VARIANT_SEED))
-        assert automatic_variant(public, book, GradeSettings(automatic_variant=False)) is None
+        assert automatic_variant(public, book, GradeSettings()) is None  # off by default
     assert first.config_sha256() == again.config_sha256() != public.config_sha256()
     assert first.seed != public.seed
     assert given.config_sha256() not in (first.config_sha256(), public.config_sha256())
@@ -656,7 +650,7 @@ def test_hidden_variant_is_recorded_as_such_not_its_contents(poisoning, session_
             written += path.read_bytes()
     assert secret_hint.encode() not in written and secret_drop.encode() not in written
     # Grading the public scenario afterwards regrades: the config differs.
-    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, **ONE_SCENARIO, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
     with Gradebook.open(db) as book:
         public = grade_workshop(poisoning, tmp_path / "submissions", book, settings)
     assert [r.hidden_variant for r in public.graded] == [False]
@@ -697,7 +691,7 @@ def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, ses
                 yield job, RuntimeError("worker process died")
 
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, **ONE_SCENARIO, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, pictures=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(poisoning, folder, book, settings, executor=Crashing())
         assert [row.status for row in book.rows()] == ["infra-error"]
@@ -718,7 +712,7 @@ def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path,
         grade.resolve_isolation(unsafe=False)
     assert grade.resolve_isolation(unsafe=True) is True
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"), "--no-variant"])
+    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db")])
     assert result.exit_code == IsolationUnavailable.exit_code
     assert "bwrap is not installed" in result.output and "--unsafe" in result.output
 
@@ -727,7 +721,7 @@ def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path,
 def test_unsafe_fallback_says_so_loudly_and_flags_the_rows(poisoning, session_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(grade, "isolation_problem", lambda: "bwrap is not installed")
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"), "--no-variant",
+    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"),
                                       "--unsafe", "--json", "--timeout", "30"])
     assert result.exit_code == 0, result.output
     assert "WARNING: --unsafe" in result.stderr
@@ -748,7 +742,7 @@ def test_kill_9_mid_run_keeps_earlier_rows_and_the_rerun_grades_only_the_rest(po
     })
     db = tmp_path / "gradebook.db"
     grader = subprocess.Popen(
-        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant",
+        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
          "--timeout", "300", "--json"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -771,7 +765,7 @@ def test_kill_9_mid_run_keeps_earlier_rows_and_the_rerun_grades_only_the_rest(po
         before = dict(connection.execute("SELECT trainee, graded_at FROM grades").fetchall())
     assert sorted(before) == ["a_first", "b_second"]
 
-    rerun = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant", "--timeout", "3", "--json")
+    rerun = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--timeout", "3", "--json")
     assert rerun.returncode == 0, rerun.stderr
     payload = json.loads(rerun.stdout)
     assert _leftovers_of(grader.pid) == [], "the next grader did not sweep the dead one's leftovers"
@@ -797,7 +791,7 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
     })
     db = tmp_path / "gradebook.db"
     grader = subprocess.Popen(
-        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant",
+        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
          "--timeout", "300", "--jobs", "2"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -821,7 +815,7 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
 def test_grade_command_rejects_an_unsafe_zip_naming_the_entry(tmp_path):
     archive = _zip(tmp_path / "submissions.zip", [("alice.py", b"def sanitize(x, y, tools): pass\n"),
                                                   ("../../evil.py", b"import os\n")])
-    result = secureml("grade", "poisoning-01", str(archive), "--db", str(tmp_path / "g.db"), "--unsafe", "--no-variant")
+    result = secureml("grade", "poisoning-01", str(archive), "--db", str(tmp_path / "g.db"), "--unsafe")
     assert result.returncode == SubmissionsError.exit_code, result.stderr
     assert "../../evil.py" in result.stderr and "climbs out" in result.stderr
     assert not (tmp_path.parent / "evil.py").exists()
