@@ -91,6 +91,10 @@ def binomial(value: float, n: int) -> tuple[float, str]:
     return _round_up(tolerance), f"binomial: {Z:g} SE at p={value:.3g}, n={n} (Agresti-Coull)"
 
 
+# Sources of a tolerance that a multi-seed, multi-thread record measured.
+_MEASURED_SOURCES = ("measured:", f"report only: {Z:g} SD over", "report only: identical over")
+
+
 def expected_for(
     value: float,
     sample: Sample | None,
@@ -101,11 +105,16 @@ def expected_for(
 
     sample: what the metric is measured over (None: derived from other metrics).
     spread: its SD measured over seeds and thread counts (`--record --seeds N --threads ...`).
-    previous: what was recorded before; a measured tolerance is kept when nothing new was measured.
+    previous: what was recorded before; what a multi-seed record measured (a band, or a
+        spread too wide to verify) is kept when nothing new was measured.
     """
     value = float(value)
     n = sample.n if sample is not None else None
     measured = spread is not None and spread.runs > 1
+    if not measured and previous is not None and previous.source.startswith(_MEASURED_SOURCES):
+        # What seeds and thread counts were measured to move (a band wider than the
+        # binomial's, or a spread over every possible rate) holds until measured again.
+        return ExpectedValue(value=value, tolerance=previous.tolerance, n=n, source=previous.source)
     if sample is not None and sample.kind == "exact":
         return ExpectedValue(value=value, tolerance=0.0, source="exact: a count or a constant")
     if sample is not None and sample.kind == "rate" and n:
@@ -130,8 +139,6 @@ def expected_for(
     if measured:
         source = f"measured: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}); {what}"
         return ExpectedValue(value=value, tolerance=_round_up(Z * spread.sd), n=n, source=source)
-    if previous is not None and previous.verified and previous.source.startswith("measured"):
-        return ExpectedValue(value=value, tolerance=previous.tolerance, n=n, source=previous.source)
     return ExpectedValue(
         value=value, tolerance=None, n=n, source=f"report only: {what}; `{MEASURE}` measures it"
     )

@@ -262,8 +262,18 @@ class _EvasionFamily:
             escalation = self._escalation(stage, subject, mine, ctx)
             final = self._escalated(mine, escalation)
             escalated_flags = self._flags(stage, final, subject, escalated=True)
-            refuted = {check: text for check, text in flags.items() if check not in escalated_flags}
-            flags = escalated_flags
+            # The escalation refutes a flag only when the model is robust under its stronger
+            # attacks: clearly above the victim, and no lower than the suite found. Otherwise
+            # the flag stays, to say why gradient attacks stalled (scaled logits keep their
+            # zero gradients, although the surrogate's are fine and the score is 0).
+            margin = scenario.masking.black_box_margin
+            robust = final.suite.robust_accuracy
+            confirmed = robust <= none.suite.robust_accuracy + margin or robust < mine.suite.robust_accuracy - margin
+            if confirmed:
+                flags = {**fired, **escalated_flags}
+            else:
+                refuted = {check: text for check, text in flags.items() if check not in escalated_flags}
+                flags = escalated_flags
         score = robust_accuracy_calibrated(
             ra_none=none.suite.robust_accuracy,
             ra_mitigated=final.suite.robust_accuracy,
