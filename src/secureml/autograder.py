@@ -308,7 +308,7 @@ def run(root: Path = GRADESCOPE_ROOT) -> dict[str, Any]:
         print(f"secureml run-autograder: the grader failed: {detail}")
         results = gradescope_grader_failure(detail, execution_time_s=time.monotonic() - started)
     write_atomically(root / "results" / "results.json",
-                          json.dumps(results, allow_nan=False, indent=2, ensure_ascii=False) + "\n")
+                     json.dumps(results, allow_nan=False, indent=2, ensure_ascii=False) + "\n")
     return results
 
 

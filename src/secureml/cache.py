@@ -109,8 +109,6 @@ class Cache:
         if self.enabled and not self.read_only:
             write_atomically(self.path(kind, key, "json"), json.dumps(value).encode())
 
-    # ------------------------------------------------------------------ helpers
-
     def summary(self) -> dict[str, dict[str, int]]:
         kinds = sorted(set(self.hits) | set(self.misses))
         return {kind: {"hits": self.hits[kind], "misses": self.misses[kind]} for kind in kinds}

@@ -17,6 +17,8 @@ from secureml.files import write_atomically
 from secureml.text import truncate
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from secureml.gradebook import GradeRow
     from secureml.grading import GradeReport
     from secureml.runner import RunResult, SeedSummary
@@ -191,7 +193,7 @@ class RichGradeProgress:
             TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
             console=Console(stderr=True), transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._failed = 0
         self._done = 0
 
@@ -212,6 +214,7 @@ class RichGradeProgress:
         self._done += 1
         if row.status != "ok":
             self._failed += 1
+        assert self._task is not None, "finished() before start()"
         self._bars.update(self._task, advance=1, state=self._state(running))
 
 
@@ -243,8 +246,8 @@ def rows_table(rows: Iterable[GradeRow], title: str, *, show_graded_at: bool = F
         if row.flags:
             # A flagged score (e.g. suspected gradient masking) is not final until a person looks.
             note = [f"needs review: {row.flags[0]}"]
-        cells = [safe_cell(row.trainee), Text(status, style="" if row.status == "ok" else "red"),
-                 score, f"{row.timings_s.get('total', 0.0):.1f}"]
+        cells: list[Text | str] = [safe_cell(row.trainee), Text(status, style="" if row.status == "ok" else "red"),
+                                   score, f"{row.timings_s.get('total', 0.0):.1f}"]
         if show_graded_at:
             cells.append(row.graded_at[:19].replace("T", " "))
         text = safe_text(note[0]) if note else ""  # cut after escaping: what the eye sees

@@ -164,7 +164,9 @@ def _lms_points(row: GradeRow | None, options: ExportOptions) -> str:
     """The row's points on the assignment's scale, two decimals as Canvas exports them; empty
     when there is no grade (no submission, or the grader failed): the instructor decides."""
     points = None if row is None else gradebook_points(row)
-    return "" if points is None else f"{points / row.max_score * options.points:.2f}"
+    if row is None or points is None:
+        return ""
+    return f"{points / row.max_score * options.points:.2f}"
 
 
 def _unlisted_identity(row: GradeRow) -> str:

@@ -258,7 +258,8 @@ def grade_workshop(
                      pictures=settings.pictures, work_dir=settings.work_dir)
             for submission in found.submissions
         ]
-        pending, skipped = [], []
+        pending: list[GradeJob] = []
+        skipped: list[GradeJob] = []
         for job in jobs:
             already = gradebook.has(scenario.id, job.submission.trainee, job.submission.sha256,
                                     config_sha256=config_sha256)
