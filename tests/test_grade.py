@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from secureml import isolation, sandbox, scenario
 from secureml.cli import GRADE_EXPORT_FORMATS, cli
 from secureml.errors import ConfigError
-from secureml.gradebook import EXPORT_FORMATS, Gradebook, GradeRow, export, gradescope_results
+from secureml.gradebook import EXPORT_FORMATS, ExportOptions, Gradebook, GradeRow, export, gradescope_results
 from secureml.grading import (
     HIDDEN_VARIANT_FEEDBACK,
     GradeJob,
@@ -47,6 +47,7 @@ from secureml.grading import (
 from secureml.grading import job as grading_job
 from secureml.grading import submissions as grading_submissions
 from secureml.grading import workshop as grading_workshop
+from secureml.roster import load_roster
 from secureml.sandbox import Limits, isolation_mode
 
 from conftest import REPO, VARIANT_SEED, secureml
@@ -121,18 +122,12 @@ def _grade_run(loaded, cache_dir: Path, tmp_path: Path, entries: dict, *, hidden
     """A whole grading run (discovery, skip, fan-out, gradebook) as `secureml grade` does it."""
     folder = _submissions(tmp_path / "submissions", entries)
     settings = GradeSettings(limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb, **limits),
-                             cache_dir=cache_dir, pictures=False, **ONE_SCENARIO)
+                             cache_dir=cache_dir, pictures=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(loaded, folder, book, settings, hidden=hidden)
         stored = {row.trainee: row for row in book.rows(loaded.id)}
     assert {row.trainee for row in report.graded} == set(stored), "every graded row is stored"
     return stored
-
-
-# Most tests here are about the sandbox and the gradebook, not the automatic variant: they
-# grade the one scenario (GradeSettings(automatic_variant=False), `grade --no-variant`).
-# The variant's own tests give conftest's fixed VARIANT_SEED.
-ONE_SCENARIO = {"automatic_variant": False}
 
 
 def _marker() -> str:
@@ -388,7 +383,7 @@ def test_an_honest_submission_beside_a_hog_of_sixty_sessions_finishes_ok_under_t
         "b_honest": ("honest_cpu", {"cpu_s": 6}),
     })
     db = tmp_path / "gradebook.db"
-    done = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant", "--jobs", "2",
+    done = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--jobs", "2",
                     "--timeout", "30", "--json", timeout_s=600)
     assert done.returncode == 0, done.stderr
     rows = {row["trainee"]: row for row in json.loads(done.stdout)["graded"]}
@@ -529,7 +524,7 @@ def test_folder_submissions_import_their_helpers_and_broken_ones_are_errors(pois
     (folder / "carol").mkdir()
     (folder / "carol" / "mitigation.py").write_text(_payload("all_indices"))
     (folder / "carol" / "passwords").symlink_to("/etc/shadow")
-    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, **ONE_SCENARIO, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(poisoning, folder, book, settings)
     rows = {row.trainee: row for row in report.graded}
@@ -553,7 +548,7 @@ def test_every_family_grades_its_reference_above_its_starter_in_the_sandbox(scen
     folder.mkdir()
     for trainee, lab_file in (("reference", "solution.py"), ("starter", "mitigation.py")):
         shutil.copy(REPO / "labs" / scenario_id / lab_file, folder / f"{trainee}.py")
-    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache, **ONE_SCENARIO)
+    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         grade_workshop(loaded, folder, book, settings)
         rows = {row.trainee: row for row in book.rows(scenario_id)}
@@ -567,7 +562,7 @@ def test_every_family_grades_its_reference_above_its_starter_in_the_sandbox(scen
 def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cache, tmp_path):
     # A submission that really filters, so that the grader retrains and measures a new model.
     folder = _submissions(tmp_path / "submissions", {"alice": "trigger_oracle"})
-    settings = GradeSettings(limits=Limits(timeout_s=60, memory_mb=2048), cache_dir=session_cache, **ONE_SCENARIO,
+    settings = GradeSettings(limits=Limits(timeout_s=60, memory_mb=2048), cache_dir=session_cache,
                              regrade=True)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         first = grade_workshop(poisoning, folder, book, settings).graded[0]
@@ -581,13 +576,13 @@ def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cac
     assert first.picture_png and first.picture_png.startswith(b"\x89PNG")
 
 
-def test_the_automatic_variant_comes_from_the_gradebooks_kept_seed_unless_one_is_given(tmp_path):
+def test_the_automatic_variant_is_off_by_default_and_comes_from_the_gradebooks_kept_seed(tmp_path):
     public = scenario.load("poisoning-01")
     with Gradebook.open(tmp_path / "g.db") as book:
-        first = automatic_variant(public, book, GradeSettings())
-        again = automatic_variant(public, book, GradeSettings())
+        first = automatic_variant(public, book, GradeSettings(automatic_variant=True))
+        again = automatic_variant(public, book, GradeSettings(automatic_variant=True))
         given = automatic_variant(public, book, GradeSettings(variant_seed=VARIANT_SEED))
-        assert automatic_variant(public, book, GradeSettings(automatic_variant=False)) is None
+        assert automatic_variant(public, book, GradeSettings()) is None  # off by default
     assert first.config_sha256() == again.config_sha256() != public.config_sha256()
     assert first.seed != public.seed
     assert given.config_sha256() not in (first.config_sha256(), public.config_sha256())
@@ -650,12 +645,15 @@ def test_hidden_variant_is_recorded_as_such_not_its_contents(poisoning, session_
     assert list(row.feedback) == [HIDDEN_VARIANT_FEEDBACK]
     written = b"".join(path.read_bytes() for path in tmp_path.glob("gradebook.db*"))
     (tmp_path / "exports").mkdir()
-    for fmt in EXPORT_FORMATS:
-        for path in export(rows.values(), fmt, tmp_path / "exports" / fmt):
+    (tmp_path / "roster.csv").write_text("trainee,name,lms_id,sis_user_id,sis_login_id,section,email\n"
+                                         "alice,Alice,1,S-1,alice,A,alice@example.edu\n")
+    for fmt, spec in EXPORT_FORMATS.items():
+        options = ExportOptions(roster=load_roster(tmp_path / "roster.csv")) if "roster" in spec.options else ExportOptions()
+        for path in export(rows.values(), fmt, tmp_path / "exports" / fmt, options):
             written += path.read_bytes()
     assert secret_hint.encode() not in written and secret_drop.encode() not in written
     # Grading the public scenario afterwards regrades: the config differs.
-    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, **ONE_SCENARIO, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
     with Gradebook.open(db) as book:
         public = grade_workshop(poisoning, tmp_path / "submissions", book, settings)
     assert [r.hidden_variant for r in public.graded] == [False]
@@ -696,7 +694,7 @@ def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, ses
                 yield job, RuntimeError("worker process died")
 
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, **ONE_SCENARIO, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, pictures=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(poisoning, folder, book, settings, executor=Crashing())
         assert [row.status for row in book.rows()] == ["infra-error"]
@@ -717,7 +715,7 @@ def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path,
         grading_workshop.resolve_isolation(unsafe=False)
     assert grading_workshop.resolve_isolation(unsafe=True) is True
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"), "--no-variant"])
+    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db")])
     assert result.exit_code == IsolationUnavailable.exit_code
     assert "bwrap is not installed" in result.output and "--unsafe" in result.output
 
@@ -726,7 +724,7 @@ def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path,
 def test_unsafe_fallback_says_so_loudly_and_flags_the_rows(poisoning, session_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(grading_workshop, "isolation_problem", lambda: "bwrap is not installed")
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"), "--no-variant",
+    result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"),
                                       "--unsafe", "--json", "--timeout", "30"])
     assert result.exit_code == 0, result.output
     assert "WARNING: --unsafe" in result.stderr
@@ -747,7 +745,7 @@ def test_kill_9_mid_run_keeps_earlier_rows_and_the_rerun_grades_only_the_rest(po
     })
     db = tmp_path / "gradebook.db"
     grader = subprocess.Popen(
-        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant",
+        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
          "--timeout", "300", "--json"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -770,7 +768,7 @@ def test_kill_9_mid_run_keeps_earlier_rows_and_the_rerun_grades_only_the_rest(po
         before = dict(connection.execute("SELECT trainee, graded_at FROM grades").fetchall())
     assert sorted(before) == ["a_first", "b_second"]
 
-    rerun = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant", "--timeout", "3", "--json")
+    rerun = secureml("grade", "poisoning-01", str(folder), "--db", str(db), "--timeout", "3", "--json")
     assert rerun.returncode == 0, rerun.stderr
     payload = json.loads(rerun.stdout)
     assert _leftovers_of(grader.pid) == [], "the next grader did not sweep the dead one's leftovers"
@@ -796,7 +794,7 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
     })
     db = tmp_path / "gradebook.db"
     grader = subprocess.Popen(
-        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant",
+        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
          "--timeout", "300", "--jobs", "2"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -820,7 +818,7 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
 def test_grade_command_rejects_an_unsafe_zip_naming_the_entry(tmp_path):
     archive = _zip(tmp_path / "submissions.zip", [("alice.py", b"def sanitize(x, y, tools): pass\n"),
                                                   ("../../evil.py", b"import os\n")])
-    result = secureml("grade", "poisoning-01", str(archive), "--db", str(tmp_path / "g.db"), "--unsafe", "--no-variant")
+    result = secureml("grade", "poisoning-01", str(archive), "--db", str(tmp_path / "g.db"), "--unsafe")
     assert result.returncode == SubmissionsError.exit_code, result.stderr
     assert "../../evil.py" in result.stderr and "climbs out" in result.stderr
     assert not (tmp_path.parent / "evil.py").exists()

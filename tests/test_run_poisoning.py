@@ -132,3 +132,118 @@ def test_submission_returning_garbage_is_an_invalid_result(tmp_path):
 def test_missing_mitigation_file_is_a_clear_error(tmp_path):
     result = secureml("run", "poisoning-01", "--mitigation", str(tmp_path / "nope.py"))
     assert result.returncode == 4 and "mitigation file not found" in result.stderr
+
+
+def test_show_states_what_dropping_clean_data_costs():
+    from click.testing import CliRunner
+
+    from secureml.cli import cli
+
+    result = CliRunner().invoke(cli, ["show", "poisoning-01"])
+    assert result.exit_code == 0
+    assert "kept_clean = clip(1 - clean_dropped / 0.25, 0, 1)" in result.output
+    assert "dropping 25% of them scores 0" in result.output
+
+
+GAMING = REPO / "tests" / "gaming"
+
+
+def _small_variant(scenario_id: str, variant_seed: int):
+    """An automatic variant of a shipped lab at half size, without the ART baselines (they
+    only fill the table): its backdoor still takes hold, in a quarter of the time."""
+    from secureml import scenario, variants
+    from secureml.scenario import merge_overrides
+
+    variant = variants.draw_variant(scenario.load(scenario_id), variant_seed)
+    smaller = {"baselines": [], "dataset": {"train_size": 2000, "test_size": 500}, "victim": {"epochs": 4}}
+    return merge_overrides(variant, smaller, origin="test")
+
+
+def _score(loaded, mitigation):
+    from secureml import runner
+    from secureml.cache import Cache
+    from secureml.families.base import RunContext
+
+    return runner.run(loaded, mitigation=mitigation, ctx=RunContext(cache=Cache())).evaluation
+
+
+def _variant_4():
+    # Variant 4 of poisoning-01: target 5, a bright 4x4 checkerboard at the bottom edge,
+    # mid-width, in no corner. (At half size, variant 0's checkerboard inside the digits
+    # took hold only at 0.54.)
+    loaded = _small_variant("poisoning-01", 4)
+    assert (loaded.attack.target_class, loaded.attack.trigger.kind) == (5, "checker")
+    return loaded
+
+
+@pytest.mark.slow
+def test_gaming_filters_score_near_zero_on_a_variant():
+    loaded = _variant_4()
+    for gaming in ("poisoning_corner_filter.py", "poisoning_public_trigger.py", "poisoning_drop_clean.py"):
+        evaluation = _score(loaded, GAMING / gaming)
+        assert evaluation.metrics["victim.attack_success_rate"] > 0.9, "the variant's backdoor must take hold"
+        assert evaluation.score.total <= 10, (gaming, evaluation.metrics)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (issue 11): the reference's thresholds were tuned on the public lab; on "
+    "variant 4 at half size it drops nothing and scores 0",
+)
+def test_the_reference_still_scores_high_on_a_variant():
+    reference = _score(_variant_4(), LAB / "solution.py")
+    assert reference.score.total >= 80, reference.metrics
+
+
+@pytest.mark.slow
+def test_dropping_a_third_of_the_clean_data_scores_zero_on_the_public_lab(tmp_path):
+    payload = run_json("poisoning-01", "--mitigation", str(GAMING / "poisoning_drop_clean.py"), out=tmp_path)
+    metrics = payload["metrics"]
+    assert metrics["mitigated.clean_dropped"] > 0.3
+    assert payload["score"] <= 10
+    assert payload["score_parts"]["kept_clean"] == 0.0
+
+
+def test_every_trigger_kind_lands_in_its_box_wherever_it_is():
+    import numpy as np
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+    from pydantic import TypeAdapter
+
+    from secureml import scenario
+    from secureml.families.poisoning.attacks import apply_trigger
+    from secureml.families.poisoning.config import Trigger
+
+    grey = np.full((3, 1, 28, 28), 0.3, dtype=np.float32)
+    # The public trigger is ART's own distance-2 pattern, so recorded results still hold.
+    public = scenario.load("poisoning-01").attack.trigger
+    assert np.array_equal(apply_trigger(grey, public), add_pattern_bd(grey, distance=2, pixel_value=1.0, channels_first=True))
+    for kind, extra in [("pattern", {}), ("pixel", {}), ("square", {"size": 3, "pixel_value": 0.0}),
+                        ("checker", {"size": 4}), ("blend", {"size": 6, "alpha": 0.2})]:
+        trigger = TypeAdapter(Trigger).validate_python({"kind": kind, "row": 9, "col": 13, **extra})
+        stamped = apply_trigger(grey, trigger)
+        height, width = trigger.box()
+        changed = np.argwhere((stamped != grey).any(axis=(0, 1)))
+        assert len(changed), kind
+        assert changed.min(axis=0).tolist() >= [9, 13] and changed.max(axis=0).tolist() <= [8 + height, 12 + width], kind
+
+
+def test_a_dark_trigger_on_the_black_background_is_a_scenario_error_before_any_training(tmp_path):
+    tiny = tmp_path / "poisoning-01.yaml"
+    text = (REPO / "scenarios" / "poisoning-01.yaml").read_text().replace("../labs/", f"{REPO}/labs/")
+    text = text.replace("    pixel_value: 1.0", "    pixel_value: 0.0").replace("    row: 24\n    col: 24", "    row: 0\n    col: 0")
+    tiny.write_text(text[: text.index("expected:")])
+    result = secureml("run", str(tiny), "--no-cache", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "attack.trigger" in result.stderr and "barely changes the images" in result.stderr
+    assert "Traceback" not in result.stderr and "training" not in result.stderr
+
+
+def test_a_backdoor_that_did_not_take_hold_is_refused_not_scored(tmp_path):
+    scenario_file = _tiny_variant(tmp_path)
+    path = tmp_path / "poisoning-01.yaml"
+    path.write_text(path.read_text().replace("poison_fraction: 0.1", "poison_fraction: 0.003"))
+    result = secureml("run", scenario_file, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "the backdoor did not take hold" in result.stderr and "field 'attack'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -192,10 +192,10 @@ def test_check_reports_each_bad_file_and_exits_2(tmp_path):
 def test_hidden_overrides_are_validated_against_the_same_schema(tmp_path):
     loaded = scenario.load("poisoning-01")
     good = tmp_path / "hidden.yaml"
-    good.write_text("seed: 7\nattack:\n  target_class: 3\n  trigger: {corner: top-left}\n")
+    good.write_text("seed: 7\nattack:\n  target_class: 3\n  trigger: {row: 1, col: 2}\n")
     variant = scenario.apply_overrides(loaded, good)
     assert variant.seed == 7 and variant.attack.target_class == 3
-    assert variant.attack.trigger.corner == "top-left"
+    assert (variant.attack.trigger.row, variant.attack.trigger.col) == (1, 2)
     assert variant.attack.poison_fraction == loaded.attack.poison_fraction
     assert variant.config_sha256() != loaded.config_sha256()
     bad = tmp_path / "bad.yaml"

@@ -13,6 +13,7 @@ BASE = dict(
     asr_none=0.99, ca_none=0.94,
     asr_random=0.99, ca_random=0.94,
     asr_perfect=0.0, ca_perfect=0.95,
+    clean_dropped=0.0, max_clean_dropped=0.25,
     max_clean_accuracy_drop=0.05,
 )  # fmt: skip
 
@@ -54,6 +55,22 @@ def test_an_attack_that_never_took_hold_cannot_be_scored_and_scores_zero():
     assert result.total == 0.0 and "no effect" in result.capped_by
 
 
+def test_a_perfect_filter_that_drops_no_clean_sample_still_scores_100():
+    result = score(asr_mitigated=0.0, ca_mitigated=0.95, clean_dropped=0.0)
+    assert result.total == pytest.approx(100.0) and result.parts["kept_clean"] == 1.0
+
+
+def test_every_clean_sample_dropped_costs_score_even_when_accuracy_holds():
+    # The measured hole: dropping 36% of the clean data cost 3.6 points of accuracy and
+    # still scored 96.6. The kept-clean factor pays for the data itself.
+    perfect_asr = dict(asr_mitigated=0.0, ca_mitigated=0.94 - 0.036)
+    assert score(**perfect_asr, clean_dropped=0.36).total == 0.0
+    assert "clean training data" in score(**perfect_asr, clean_dropped=0.36).capped_by
+    assert score(asr_mitigated=0.0, ca_mitigated=0.95, clean_dropped=0.05).total == pytest.approx(80.0)
+    totals = [score(asr_mitigated=0.0, ca_mitigated=0.95, clean_dropped=d).total for d in (0.0, 0.01, 0.1, 0.2, 0.25)]
+    assert totals == sorted(totals, reverse=True) and totals[-1] == 0.0
+
+
 def test_der_rewards_asr_drops_and_penalises_ca_drops():
     assert defence_effectiveness(1.0, 0.0, 0.9, 0.9) == 1.0
     assert defence_effectiveness(1.0, 1.0, 0.9, 0.9) == 0.5
@@ -63,11 +80,11 @@ def test_der_rewards_asr_drops_and_penalises_ca_drops():
 
 
 @pytest.mark.parametrize(
-    "asr_mitigated, ca_mitigated",
-    list(itertools.product([0.0, 0.1, 0.5, 0.9, 1.0], [0.80, 0.89, 0.92, 0.94, 0.99])),
+    "asr_mitigated, ca_mitigated, clean_dropped",
+    list(itertools.product([0.0, 0.1, 0.5, 0.9, 1.0], [0.80, 0.89, 0.92, 0.94, 0.99], [0.0, 0.1, 0.5, 1.0])),
 )
-def test_score_is_always_within_0_and_100_and_finite(asr_mitigated, ca_mitigated):
-    total = score(asr_mitigated=asr_mitigated, ca_mitigated=ca_mitigated).total
+def test_score_is_always_within_0_and_100_and_finite(asr_mitigated, ca_mitigated, clean_dropped):
+    total = score(asr_mitigated=asr_mitigated, ca_mitigated=ca_mitigated, clean_dropped=clean_dropped).total
     assert 0.0 <= total <= 100.0 and math.isfinite(total)
 
 

@@ -138,7 +138,7 @@ def test_grade_on_a_terminal_shows_hostile_names_errors_and_notes_as_text(tmp_pa
     (folder / f"eve{TITLE}.py").write_text("def sanitize(x, y, tools):\n    return list(range(len(y)))\n")
     db = tmp_path / "gradebook.db"
     unsafe = [] if isolation_mode() else ["--unsafe"]  # our own payloads: safe to run bare
-    code, output = run_on_a_terminal("grade", "poisoning-01", str(folder), "--db", str(db), "--no-variant",
+    code, output = run_on_a_terminal("grade", "poisoning-01", str(folder), "--db", str(db),
                                      "--timeout", "120", *unsafe)
     assert code == 0, output
     assert_nothing_interpreted(output)
@@ -159,7 +159,7 @@ def test_an_error_message_quoting_a_trainee_name_is_printed_without_its_controls
     (folder / f"x{TITLE}").mkdir(parents=True)
     (folder / f"x{TITLE}" / "mitigation.py").write_text("x = 1\n")
     (folder / f"x{TITLE}.py").write_text("x = 1\n")
-    code, output = run_on_a_terminal("grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"), "--no-variant",
+    code, output = run_on_a_terminal("grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"),
                                      "--unsafe", timeout_s=120)
     assert code != 0
     assert_nothing_interpreted(output)

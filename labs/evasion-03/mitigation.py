@@ -3,8 +3,9 @@
 Run it:    secureml run evasion-03 --mitigation labs/evasion-03/mitigation.py
 Read:      labs/evasion-03/README.md
 
-This starter runs, but scores 0: it is plain FGSM-style training with the L-inf habit of
-a sign step, which is the wrong geometry for an L2 attacker, and it drops clean accuracy.
+This starter runs, but scores only about 20 (measured 21.7: robust accuracy 0.07 where
+full marks need 0.3): it is FGSM-style training with the L-inf habit of a sign step, the
+wrong geometry for an L2 attacker, who spends the whole budget on a few pixels.
 """
 
 import torch

@@ -16,7 +16,7 @@ for and what grading needs (gradescope-autograders.readthedocs.io, "specs"):
     ID.yaml                   the scenario
     hidden-variant.yaml       the hidden variant's overrides, when one is given
     secureml-autograder.json  the settings: those file names, visibility, limits, and the
-                              grader-only seed of the automatic variant (drawn at build)
+                              grader-only seed of the automatic variant, if any
 
 `run` finds the trainee's file in /autograder/submission, grades it by running `secureml
 grade` on it (the very command an instructor runs, so whatever `grade` does, the
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
 import shutil
 import stat
@@ -92,7 +91,7 @@ class AutograderSettings:
 
     visibility: when trainees see their results (Gradescope's visibility values).
     timeout_s, memory_mb: the limits of the trainee's code, as `grade --timeout --memory`.
-    variant_seed: the automatic variant's seed, as `grade --variant-seed`.
+    variant_seed: the automatic variant's seed, as `grade --variant-seed`; None for none.
         Gradescope stops a whole run at its own timeout (10 minutes unless the assignment
         says otherwise, at most 40): the default leaves room for the evaluation.
     """
@@ -100,7 +99,7 @@ class AutograderSettings:
     visibility: str = "visible"
     timeout_s: float = 300.0
     memory_mb: int = 4096
-    variant_seed: int | None = None  # None: drawn at random when the bundle is built
+    variant_seed: int | None = None  # None: no automatic variant
 
     def __post_init__(self) -> None:
         if self.visibility not in GRADESCOPE_VISIBILITIES:
@@ -169,9 +168,9 @@ def build_bundle(scenario: ScenarioBase, out: Path, *, wheel: Path, hidden: Path
         "visibility": settings.visibility,
         "timeout_s": settings.timeout_s,
         "memory_mb": settings.memory_mb,
-        # The automatic variant's grader-only seed (as a gradebook keeps it for `grade`):
-        # drawn once here, so every submission to this assignment meets the same variant.
-        "variant_seed": secrets.randbelow(2**62) if settings.variant_seed is None else settings.variant_seed,
+        # The automatic variant's grader-only seed, if any: fixed in the bundle, so every
+        # submission to this assignment meets the same variant.
+        "variant_seed": settings.variant_seed,
         "wheel": wheel.name,
         "secureml": __version__,
     }
@@ -256,7 +255,7 @@ class _Config:
     scenario_file: Path
     hidden_file: Path | None
     settings: AutograderSettings
-    variant_seed: int
+    variant_seed: int | None
 
 
 def _read_config(root: Path) -> _Config:
@@ -268,13 +267,14 @@ def _read_config(root: Path) -> _Config:
                                       memory_mb=int(raw["memory_mb"]))
         scenario_file = source / Path(raw["scenario"]).name
         hidden_file = source / Path(raw["hidden"]).name if raw.get("hidden") else None
-        variant_seed = int(raw["variant_seed"])
+        variant_seed = None if raw.get("variant_seed") is None else int(raw["variant_seed"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise AutograderError(f"the bundle's settings cannot be read ({type(error).__name__}: {error})",
                               file=str(path), fix="build the bundle again with `secureml autograder`") from error
     return _Config(scenario_file, hidden_file, settings, variant_seed)
 
 
+def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     """Build the graded scenario's stage and its automatic variant's into the cache (setup.sh, once)."""
     from secureml import scenario
     from secureml.cache import Cache
@@ -289,7 +289,8 @@ def _read_config(root: Path) -> _Config:
     ctx = RunContext(cache=Cache(), progress=RichProgress())
     with ctx.progress:
         prepare_stage(graded, ctx)
-        prepare_stage(draw_variant(graded, config.variant_seed), ctx)
+        if config.variant_seed is not None:
+            prepare_stage(draw_variant(graded, config.variant_seed), ctx)
 
 
 def run(root: Path = GRADESCOPE_ROOT) -> dict[str, Any]:
@@ -324,7 +325,9 @@ def _grade(root: Path, started: float) -> dict[str, Any]:
         db = work / "gradebook.db"
         command = [sys.executable, "-m", "secureml.cli", "grade", str(config.scenario_file), str(submissions),
                    "--db", str(db), "--json", "--timeout", f"{settings.timeout_s:g}",
-                   "--memory", str(settings.memory_mb), "--variant-seed", str(config.variant_seed)]
+                   "--memory", str(settings.memory_mb)]
+        if config.variant_seed is not None:
+            command += ["--variant-seed", str(config.variant_seed)]
         if config.hidden_file is not None:
             command += ["--hidden", str(config.hidden_file)]
         done = subprocess.run(command, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True)

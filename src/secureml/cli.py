@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import sys
 import traceback
@@ -354,30 +355,55 @@ run_options = _run_options(seed=True, seeds_help="Repeat over N seeds (seed, see
               help="Your mitigation file (start from the lab's mitigation.py). Omit to run without one.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Where results.json and pictures go [default: out/ID].")
+@click.option("--variant", type=click.Choice(["auto"]),
+              help="Run an automatic variant: a new seed and new secrets (target, trigger, attacked "
+                   "images...), drawn like the grader's but from another seed.")
+@click.option("--variant-seed", type=click.IntRange(min=0),
+              help="Draw the variant from this seed instead of your own default one (implies --variant auto).")
 @run_options
-def run(scenario_id, mitigation, out_dir, seed, seeds, data_root, device, threads, no_cache, as_json) -> None:
+def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, data_root, device, threads,
+        no_cache, as_json) -> None:
     """Run a lab: build the victim, run the attack, run your mitigation, and score it.
+
+    Graded runs may also meet an automatic variant you never see (`grade --variant auto`);
+    --variant auto draws one of your own, so you can check that a defence generalises
+    before you submit it.
 
     \b
     Examples:
       secureml run poisoning-01
       secureml run poisoning-01 --mitigation labs/poisoning-01/mitigation.py
       secureml run poisoning-01 --mitigation solution.py --seeds 3 --out results/
+      secureml run poisoning-01 --mitigation solution.py --variant auto
+      secureml run poisoning-01 --mitigation solution.py --variant-seed 42
     """
     from secureml import report, runner, scenario
 
     with _guard(as_json):
         loaded = scenario.load(scenario_id)
+        if variant_seed is not None or variant:
+            if seed is not None:
+                raise click.UsageError("--seed and --variant both set the seed; choose the variant with --variant-seed N.")
+            from secureml import variants
+
+            variant_seed = variants.trainee_variant_seed(loaded) if variant_seed is None else variant_seed
+            loaded = variants.draw_variant(loaded, variant_seed)
         if seed is not None:
             loaded = loaded.with_seed(seed)
         out_dir = out_dir or Path("out") / loaded.id
         _set_threads(threads)
         ctx = _context(out_dir, data_root, device, no_cache, quiet=as_json)
         results = []
+        if variant_seed is not None and not as_json:
+            report.console().print(
+                f"automatic variant {variant_seed} of {loaded.id}: seed {loaded.seed}, other secrets drawn afresh"
+            )
         with ctx.progress:
             for each_seed in runner.seeds_for(loaded, seeds):
                 ctx.out_dir = out_dir if seeds == 1 else out_dir / f"seed-{each_seed}"
-                results.append(runner.run(loaded.with_seed(each_seed), mitigation=mitigation, ctx=ctx))
+                results.append(
+                    runner.run(loaded.with_seed(each_seed), mitigation=mitigation, ctx=ctx, variant_seed=variant_seed)
+                )
         if seeds == 1:
             payload = results[0].to_json()
             report.write_json(out_dir / "results.json", payload)
@@ -619,11 +645,12 @@ def _print_roster_notes(matched, roster_path: Path) -> None:
               help="A YAML file of overrides the trainees never saw (seed, trigger, target...). "
                    "Rows record that a hidden variant was used, not what it was. A submission "
                    "has one row per gradebook: use another --db to keep its public grade too.")
+@click.option("--variant", type=click.Choice(["auto"]),
+              help="Also grade every submission on an automatic variant (a new seed and new secrets) "
+                   "and keep the lower score. Its seed is drawn at random the first time a scenario "
+                   "is graded into --db, and kept there. Off by default: see README, known gaps.")
 @click.option("--variant-seed", type=click.IntRange(min=0), metavar="N",
-              help="Seed of the automatic variant every submission also meets [default: drawn at "
-                   "random the first time a scenario is graded into --db, and kept there].")
-@click.option("--no-variant", is_flag=True,
-              help="Grade on the one scenario only: a defence hard-coded to it keeps its score.")
+              help="Draw the automatic variant from this seed (implies --variant auto).")
 @click.option("--regrade", is_flag=True, help="Grade every submission again, even those already graded.")
 @click.option("--unsafe", is_flag=True,
               help="Where bubblewrap is unavailable, run submissions WITHOUT isolation.")
@@ -631,7 +658,7 @@ def _print_roster_notes(matched, roster_path: Path) -> None:
               help="Folder with torchvision datasets [env: SECUREML_DATA].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (no progress bar, no table).")
 def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_format, output, roster,
-          assignment_id, assignment_title, points, hidden, variant_seed, no_variant, regrade, unsafe,
+          assignment_id, assignment_title, points, hidden, variant, variant_seed, regrade, unsafe,
           data_root, as_json) -> None:
     """Grade every trainee's mitigation for a scenario, each in its own sandbox.
 
@@ -639,10 +666,10 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     mitigation.py) per trainee, or a zip of such a folder. The attack and the victim
     are built once and shared; each submission runs isolated (no network, read-only
     view of its inputs only, limits on time, memory and processes) and is scored by
-    the grader. Every submission also meets an automatic variant of the scenario
-    (another seed and other secrets, drawn from a seed kept in the gradebook and shown
-    to nobody), and its grade is the lower of the two scores. Each row is stored as
-    soon as it is graded; a re-run grades only new or changed submissions. Runs as
+    the grader. With --variant auto every submission also meets an automatic variant
+    of the scenario (another seed and other secrets, drawn from a seed kept in the
+    gradebook and shown to nobody), and its grade is the lower of the two scores. Each
+    row is stored as soon as it is graded; a re-run grades only new or changed submissions. Runs as
     root or as a normal user (`secureml doctor` says how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
     (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
 
@@ -652,6 +679,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
       secureml grade poisoning-01 submissions.zip --db course.db --export csv --output grades.csv
       secureml grade poisoning-01 submissions/ --export canvas --roster roster.csv --assignment-id 4321
       secureml grade poisoning-01 submissions/ --hidden hidden/poisoning-01.yaml --regrade
+      secureml grade evasion-01 submissions/ --variant auto
       secureml grade poisoning-01 submissions/ --timeout 120 --memory 2048 --json
     """
     # Before torch loads OpenMP. With several jobs this process shares the cores with its
@@ -668,8 +696,6 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     with _guard(as_json):
         if output is not None and export_format is None:
             raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
-        if no_variant and variant_seed is not None:
-            raise click.UsageError("--variant-seed and --no-variant contradict each other: give one.")
         # Read the roster first: a bad roster is found before the grading, not after it.
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         loaded = scenario.load(scenario_id)
@@ -681,7 +707,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
         settings = grading.GradeSettings(
             limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb),
             data_root=data_root, jobs=jobs, regrade=regrade, unsafe=unsafe,
-            automatic_variant=not no_variant, variant_seed=variant_seed,
+            automatic_variant=variant == "auto" or variant_seed is not None, variant_seed=variant_seed,
         )
         stage_progress = NO_PROGRESS if as_json else RichProgress()
         bar = grading.NO_GRADE_PROGRESS if as_json else report.RichGradeProgress()
@@ -799,19 +825,22 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The secureml wheel to install on Gradescope [default: dist/ of the clone, "
                    "from `make wheel`].")
+@click.option("--variant", type=click.Choice(["auto"]),
+              help="Also grade on an automatic variant, as `grade --variant auto`; its seed is drawn "
+                   "at random now and kept in the bundle.")
 @click.option("--variant-seed", type=click.IntRange(min=0), metavar="N",
-              help="Seed of the automatic variant every submission also meets, as `grade "
-                   "--variant-seed` [default: drawn at random now and kept in the bundle].")
+              help="Draw the automatic variant from this seed (implies --variant auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel, variant_seed, as_json) -> None:
+def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel, variant, variant_seed,
+               as_json) -> None:
     """Build a Gradescope autograder bundle that grades a scenario like `secureml grade`.
 
     The zip holds setup.sh (installs Python, bubblewrap, the secureml wheel with the CPU
     build of torch, and builds the scenario's victim and attack once), run_autograder
     (grades each submission in the sandbox and writes results.json: the score, a test
     per score part, feedback, leaderboard), the wheel, the scenario and the hidden
-    variant. Every submission also meets the automatic variant drawn from a seed kept in
-    the bundle, as under `grade`. Upload it under the assignment's Configure Autograder.
+    variant (and, with --variant auto, the automatic variant's seed, as under `grade`).
+    Upload it under the assignment's Configure Autograder.
 
     \b
     Examples:
@@ -823,6 +852,8 @@ def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel
 
     with _guard(as_json):
         loaded = scenario.load(scenario_id)
+        if variant == "auto" and variant_seed is None:
+            variant_seed = secrets.randbelow(2**62)  # kept in the bundle, shown to no trainee
         settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb,
                                               variant_seed=variant_seed)
         built = bundles.build_bundle(loaded, out, wheel=bundles.find_wheel(wheel), hidden=hidden,

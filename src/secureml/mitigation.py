@@ -23,7 +23,7 @@ from secureml.errors import MitigationError
 from secureml.text import MAX_ERROR_CHARS, truncate
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 RESULT_FORMAT = "secureml-result/1"
 MAX_HEADER_BYTES = 1 << 20

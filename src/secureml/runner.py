@@ -28,6 +28,8 @@ class RunResult:
     hidden_variant: bool = False
     # Where it ran: CPU model and flags, torch build, deterministic algorithms, source hash.
     environment: dict[str, Any] = field(default_factory=dict)
+    # The seed an automatic variant was drawn from (`secureml.variants`), None when none ran.
+    variant_seed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         evaluation = self.evaluation
@@ -54,6 +56,7 @@ class RunResult:
             "config_sha256": self.scenario.config_sha256(),
             "data_sha256": self.data_sha256,
             "hidden_variant": self.hidden_variant,
+            "variant": None if self.variant_seed is None else {"kind": "auto", "variant_seed": self.variant_seed},
             "versions": versions(),
             "threads": self.threads,
             "environment": self.environment,
@@ -85,6 +88,7 @@ def run(
     mitigation: Path | Callable | None,
     ctx: RunContext,
     hidden_variant: bool = False,
+    variant_seed: int | None = None,
 ) -> RunResult:
     """Run the scenario with a trainee's mitigation (a file, a function object, or none) in
     this process."""
@@ -115,6 +119,7 @@ def run(
         threads=thread_count(),
         hidden_variant=hidden_variant,
         environment=environment(ctx.device),
+        variant_seed=variant_seed,
     )
 
 

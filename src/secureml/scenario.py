@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import random
 import types
 import typing
 from collections.abc import Mapping
@@ -142,6 +143,12 @@ class ScenarioBase(StrictModel):
 
     def with_seed(self, seed: int) -> ScenarioBase:
         return self.model_copy(update={"seed": seed})
+
+    def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
+        """Deep-merge overrides that change the family's secrets for an automatic variant
+        (`secureml.variants`), drawn from `rng` only. The seed is drawn there, not here.
+        The result must validate against this schema; the base class changes nothing."""
+        return {}
 
     # Each family's schema says what the trainee writes and how it is scored.
     trainee_function: typing.ClassVar[str] = ""
@@ -276,10 +283,21 @@ def validate(raw: Any, lines: Mapping[tuple, int], path: Path) -> ScenarioBase:
 def apply_overrides(scenario: ScenarioBase, overrides_path: Path) -> ScenarioBase:
     """Deep-merge a hidden-variant overrides file into a scenario and validate the result."""
     overrides, lines = read_yaml(overrides_path)
+    return merge_overrides(scenario, overrides, origin=str(overrides_path), lines=lines)
+
+
+def merge_overrides(
+    scenario: ScenarioBase, overrides: Any, *, origin: str, lines: Mapping[tuple, int] | None = None
+) -> ScenarioBase:
+    """Deep-merge overrides (a `--hidden` file's or an automatic variant's) into a scenario and
+    validate the result with the scenario's own schema.
+
+    origin: where the overrides came from, named in errors (a file, or a variant).
+    """
     if not isinstance(overrides, dict):
         raise ConfigError(
-            "the overrides file must be a mapping",
-            file=str(overrides_path),
+            "the overrides must be a mapping",
+            file=origin,
             expected="keys of the scenario schema, e.g. 'seed: 7' or 'attack: {target_class: 3}'",
             found=type(overrides).__name__,
         )
@@ -287,21 +305,31 @@ def apply_overrides(scenario: ScenarioBase, overrides_path: Path) -> ScenarioBas
         if forbidden in overrides:
             raise ConfigError(
                 f"'{forbidden}' cannot be overridden",
-                file=str(overrides_path),
+                file=origin,
                 field=forbidden,
                 fix="a hidden variant changes how the scenario runs, not which scenario it is",
             )
     base = scenario.model_dump(mode="json", exclude={"source"})
     merged = _deep_merge(base, overrides)
-    merged_scenario = validate(merged, lines, scenario.source or overrides_path)
+    merged_scenario = validate(merged, lines or {}, scenario.source or Path(origin))
     return merged_scenario.model_copy(update={"source": scenario.source})
 
 
+# Keys that say which member of a union a section is (`attack.name`, `trigger.kind`).
+_UNION_TAGS = ("name", "kind", "method")
+
+
 def _deep_merge(base: dict, update: Mapping) -> dict:
+    """Merge `update` into `base`, mapping by mapping. A section whose union tag changes
+    (e.g. a trigger's `kind`) is replaced, not merged: the old member's keys would not fit."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+        old = merged.get(key)
+        changes_member = isinstance(value, Mapping) and isinstance(old, dict) and any(
+            tag in value and tag in old and value[tag] != old[tag] for tag in _UNION_TAGS
+        )
+        if isinstance(value, Mapping) and isinstance(old, dict) and not changes_member:
+            merged[key] = _deep_merge(old, value)
         else:
             merged[key] = value
     return merged

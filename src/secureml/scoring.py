@@ -38,11 +38,14 @@ def defence_effectiveness(
 
 
 DER_CALIBRATED_FORMULA = (
-    "DER = [max(0, ASR_none - ASR_mit) - max(0, CA_none - CA_mit) + 1] / 2\n"
-    "score = 100 * clip((DER_mit - DER_random) / (DER_perfect - DER_random), 0, 1)\n"
-    "where 'random' drops as many samples as you did, chosen at random, and 'perfect' drops "
-    "exactly the poison; a clean-accuracy drop of more than {max_clean_accuracy_drop_points:g} "
-    "points scores 0"
+    "DER        = [max(0, ASR_none - ASR_mit) - max(0, CA_none - CA_mit) + 1] / 2\n"
+    "gained     = clip((DER_mit - DER_random) / (DER_perfect - DER_random), 0, 1)\n"
+    "kept_clean = clip(1 - clean_dropped / {max_clean_dropped:g}, 0, 1)\n"
+    "score = 100 * gained * kept_clean\n"
+    "where 'random' drops as many samples as you did, chosen at random, 'perfect' drops exactly the "
+    "poison, and clean_dropped is the share of the clean (unpoisoned) training samples you dropped: "
+    "dropping {max_clean_dropped_percent:g}% of them scores 0; a clean-accuracy drop of more than "
+    "{max_clean_accuracy_drop_points:g} points scores 0"
 )
 
 
@@ -56,23 +59,34 @@ def der_calibrated(
     ca_random: float,
     asr_perfect: float,
     ca_perfect: float,
+    clean_dropped: float,
+    max_clean_dropped: float,
     max_clean_accuracy_drop: float,
 ) -> Score:
-    """Score a poisoning defence against a random and a perfect filter (Armory-style calibration).
+    """Score a poisoning defence against a random and a perfect filter (Armory-style calibration),
+    times the share of the clean training data it kept.
 
     The clean-accuracy cap follows TrojanZoo's practice of discarding defences that cost
-    more than 5 points of clean accuracy.
+    more than 5 points of clean accuracy. On redundant data such as MNIST, dropping a third
+    of the clean samples costs only a few points of accuracy, so the clean data itself is
+    paid for too (the kept-clean factor): a perfect filter drops none and keeps 100.
     """
     der_mitigated = defence_effectiveness(asr_none, asr_mitigated, ca_none, ca_mitigated)
     der_random = defence_effectiveness(asr_none, asr_random, ca_none, ca_random)
     der_perfect = defence_effectiveness(asr_none, asr_perfect, ca_none, ca_perfect)
+    headroom = der_perfect - der_random
     ca_drop = ca_none - ca_mitigated
+    gained = clip01((der_mitigated - der_random) / headroom) if headroom > 1e-9 else 0.0
+    kept_clean = _share_kept(clean_dropped, max_clean_dropped)
     parts = {
         "der_mitigated": der_mitigated,
         "der_random": der_random,
         "der_perfect": der_perfect,
+        "gained": gained,
+        "kept_clean": kept_clean,
         "asr_drop": asr_none - asr_mitigated,
         "ca_drop": ca_drop,
+        "clean_dropped": clean_dropped,
     }
     _require_finite(parts)
     if ca_drop > max_clean_accuracy_drop + 1e-12:
@@ -83,12 +97,19 @@ def der_calibrated(
             capped_by=f"clean accuracy fell {100 * ca_drop:.1f} points "
             f"(more than {100 * max_clean_accuracy_drop:g})",
         )
-    headroom = der_perfect - der_random
-    if headroom <= 1e-9:
+    return _gained_times_kept(
+        "der-calibrated",
+        parts,
+        gained=gained,
+        kept=kept_clean,
+        headroom=headroom,
         # The perfect filter is no better than a random one: the attack did not take hold,
         # so there is nothing to defend and no fair way to score.
-        return Score(0.0, parts, "der-calibrated", capped_by="the attack had no effect to remove")
-    return Score(100.0 * clip01((der_mitigated - der_random) / headroom), parts, "der-calibrated")
+        no_headroom="the attack had no effect to remove",
+        lost="the clean training data you kept",
+        drop=clean_dropped,
+        max_drop=max_clean_dropped,
+    )
 
 
 def _require_finite(values: dict[str, float]) -> None:

@@ -50,6 +50,27 @@ class AttackOutcome:
     norms: np.ndarray  # perturbation size in the threat norm
     seconds: float
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for the cache (safetensors), under the attack's name."""
+        import numpy as np
+
+        return {
+            f"{self.name}/x_adv": self.x_adv,
+            f"{self.name}/fooled": self.fooled.astype(np.uint8),
+            f"{self.name}/norms": self.norms,
+            f"{self.name}/seconds": np.array([self.seconds]),
+        }
+
+    @classmethod
+    def from_arrays(cls, name: str, arrays: dict[str, np.ndarray]) -> AttackOutcome:
+        return cls(
+            name,
+            arrays[f"{name}/x_adv"],
+            arrays[f"{name}/fooled"].astype(bool),
+            arrays[f"{name}/norms"],
+            float(arrays[f"{name}/seconds"][0]),
+        )
+
 
 @dataclass(frozen=True)
 class SuiteResult:
@@ -77,10 +98,13 @@ class SuiteResult:
     def attack_robust_accuracy(self, name: str) -> float:
         return float((self.clean_correct & ~self.outcomes[name].fooled).mean())
 
+    def robust_of(self, names) -> np.ndarray:
+        """Per image: robust to a part of the suite (e.g. the white-box attacks only)."""
+        return worst_case(self.clean_correct, {name: self.outcomes[name].fooled for name in names if name in self.outcomes})
+
     def robust_accuracy_of(self, names) -> float:
         """Worst case over a part of the suite (e.g. the white-box attacks only)."""
-        chosen = {name: self.outcomes[name].fooled for name in names if name in self.outcomes}
-        return float(worst_case(self.clean_correct, chosen).mean())
+        return float(self.robust_of(names).mean())
 
     def mean_perturbation(self, name: str | None = None) -> float:
         """Mean size of the successful perturbations: of one attack, or the smallest per image."""
@@ -118,25 +142,13 @@ class SuiteResult:
         import numpy as np
 
         arrays = {"clean_correct": self.clean_correct.astype(np.uint8), "disagreement": np.array([self.disagreement])}
-        for name, outcome in self.outcomes.items():
-            arrays[f"{name}/x_adv"] = outcome.x_adv
-            arrays[f"{name}/fooled"] = outcome.fooled.astype(np.uint8)
-            arrays[f"{name}/norms"] = outcome.norms
-            arrays[f"{name}/seconds"] = np.array([outcome.seconds])
+        for outcome in self.outcomes.values():
+            arrays.update(outcome.to_arrays())
         return arrays
 
     @classmethod
     def from_arrays(cls, x, y, arrays: dict[str, np.ndarray], names) -> SuiteResult:
-        outcomes = {
-            name: AttackOutcome(
-                name,
-                arrays[f"{name}/x_adv"],
-                arrays[f"{name}/fooled"].astype(bool),
-                arrays[f"{name}/norms"],
-                float(arrays[f"{name}/seconds"][0]),
-            )
-            for name in names
-        }
+        outcomes = {name: AttackOutcome.from_arrays(name, arrays) for name in names}
         return cls(x, y, arrays["clean_correct"].astype(bool), outcomes, float(arrays["disagreement"][0]))
 
 
@@ -574,38 +586,86 @@ def run_suite(
     clean_correct = np.ones(len(y), dtype=bool)
     for judge in judges:
         clean_correct &= judge(x) == y
-    attacked = np.flatnonzero(clean_correct)
     outcomes: dict[str, AttackOutcome] = {}
     disagreement = 0.0
     for config in suite.attacks:
-        started = time.perf_counter()
-        x_adv = x.copy()
-        with progress.task(f"{label}: {config.name} on {len(attacked)} images"):
-            if len(attacked):
-                with numpy_global_seed(derive_seed(seed, "attack", config.name)), _python_random_seed(
-                    derive_seed(seed, "attack-python", config.name)
-                ):
-                    generated = ATTACKS[config.name](
-                        estimator,
-                        x[attacked],
-                        y[attacked],
-                        threat=threat,
-                        config=config,
-                        batch_size=suite.batch_size,
-                        seed=derive_seed(seed, config.name),
-                        judge=judges[0],
-                    )
-                x_adv[attacked] = project(x[attacked], np.asarray(generated, dtype=np.float32), threat)
-        verdicts = [judge(x_adv) != y for judge in judges]
-        if len(verdicts) > 1:
-            disagreement = max(disagreement, float((verdicts[0] != verdicts[1])[attacked].mean()) if len(attacked) else 0.0)
-        fooled = clean_correct & np.logical_or.reduce(verdicts)
-        norms = perturbation_norms(x, x_adv, threat.norm)
-        fooled &= norms <= threat.epsilon * (1 + BALL_SLACK) + BALL_SLACK
-        outcomes[config.name] = AttackOutcome(
-            config.name, x_adv, fooled, norms.astype(np.float32), time.perf_counter() - started
+        outcome, changed = attack_and_judge(
+            config.name,
+            estimator,
+            config,
+            x,
+            y,
+            clean_correct=clean_correct,
+            threat=threat,
+            batch_size=suite.batch_size,
+            seed=seed,
+            judges=judges,
+            progress=progress,
+            label=label,
         )
+        disagreement = max(disagreement, changed)
+        outcomes[config.name] = outcome
     return SuiteResult(x, y, clean_correct, outcomes, disagreement)
+
+
+def attack_and_judge(
+    name: str,
+    estimator,
+    config,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    clean_correct: np.ndarray,
+    threat: ThreatModel,
+    batch_size: int,
+    seed: int,
+    judges: list[Predict],
+    progress,
+    label: str,
+) -> tuple[AttackOutcome, float]:
+    """One attack (`config`, seeded from `seed` and its name) on the correctly classified
+    images, projected into the ball, judged on the deployed model (see `judge_outcome`)."""
+    import numpy as np
+
+    started = time.perf_counter()
+    attacked = np.flatnonzero(clean_correct)
+    x_adv = x.copy()
+    with progress.task(f"{label}: {name} on {len(attacked)} images"):
+        if len(attacked):
+            with numpy_global_seed(derive_seed(seed, "attack", config.name)), _python_random_seed(
+                derive_seed(seed, "attack-python", config.name)
+            ):
+                generated = ATTACKS[config.name](
+                    estimator,
+                    x[attacked],
+                    y[attacked],
+                    threat=threat,
+                    config=config,
+                    batch_size=batch_size,
+                    seed=derive_seed(seed, config.name),
+                    judge=judges[0],
+                )
+            x_adv[attacked] = project(x[attacked], np.asarray(generated, dtype=np.float32), threat)
+    return judge_outcome(name, x, y, x_adv, clean_correct=clean_correct, judges=judges, threat=threat, started=started)
+
+
+def judge_outcome(
+    name: str, x, y, x_adv, *, clean_correct, judges: list[Predict], threat: ThreatModel, started: float
+) -> tuple[AttackOutcome, float]:
+    """Judge adversarial images on the deployed model: an image is fooled if it was classified
+    correctly, lies inside the ball, and some judge misclassifies it. Also returns the share of
+    attacked images on which two judges (a randomised model's draws) disagree."""
+    import numpy as np
+
+    verdicts = [judge(x_adv) != y for judge in judges]
+    disagreement = 0.0
+    if len(verdicts) > 1 and clean_correct.any():
+        disagreement = float((verdicts[0] != verdicts[1])[clean_correct].mean())
+    norms = perturbation_norms(x, x_adv, threat.norm)
+    fooled = clean_correct & np.logical_or.reduce(verdicts)
+    fooled &= norms <= threat.epsilon * (1 + BALL_SLACK) + BALL_SLACK
+    outcome = AttackOutcome(name, x_adv, fooled, norms.astype(np.float32), time.perf_counter() - started)
+    return outcome, disagreement
 
 
 def robust_accuracy_curve(

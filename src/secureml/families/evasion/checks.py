@@ -21,6 +21,17 @@ def gradient_free_beats_white_box(white_box_accuracy: float, gradient_free_accur
     return None
 
 
+def gradient_free_still_finds_more(share: float, margin: float) -> str | None:
+    """After escalation: the gradient-free attacks fool images every white-box attack missed."""
+    if share > margin:
+        return (
+            f"even after escalation, the gradient-free attacks fool {100 * share:.0f}% of the attacked "
+            "images that every white-box attack (transfer and BPDA through a smoothed surrogate "
+            "included) leaves robust: the gradients still mislead. The score counts those images as fooled."
+        )
+    return None
+
+
 def bad_gradients(share: float, threshold: float) -> str | None:
     if share > threshold:
         return (

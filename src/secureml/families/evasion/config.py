@@ -7,7 +7,8 @@ reach the grader's process.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+import random
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -110,6 +111,13 @@ class Curve(StrictModel):
 
 class AttackSuite(StrictModel):
     subset: int = Field(gt=0, le=10000, description="test images attacked: the first N of the test split")
+    subset_seed: int | None = Field(
+        default=None,
+        ge=0,
+        lt=2**31,
+        description="draw the attacked test images with this seed instead of taking the first N "
+        "(automatic variants do)",
+    )
     batch_size: int = Field(default=128, gt=0, le=4096)
     attacks: list[EvasionAttack] = Field(min_length=1)
     curve: Curve
@@ -149,6 +157,29 @@ class MaskingChecks(StrictModel):
     )
     randomness_tolerance: float = Field(
         default=0.01, ge=0, le=1, description="flag when two evaluations of the same adversarial images differ more"
+    )
+
+
+class Escalation(StrictModel):
+    """The stronger evaluation the grader runs on its own when a gradient-masking check fires
+    (and only then): a much larger budget for the gradient-free attack, transfer attacks from
+    the undefended victim, and BPDA through a smoothed surrogate of the submitted model
+    (Athalye et al., 2018; Tramer et al., "On Adaptive Attacks to Adversarial Example
+    Defenses", 2020). The worst case over the suite and the escalation decides."""
+
+    square_queries: int = Field(
+        default=5000, gt=0, le=100000, description="Square attack queries (the suite's, if larger)"
+    )
+    hop_skip_jump_steps: int = Field(
+        default=50, gt=0, le=1000, description="HopSkipJump iterations (the suite's, if larger)"
+    )
+    surrogate_steps: int = Field(default=50, gt=0, le=1000, description="PGD steps through the smoothed surrogate")
+    surrogate_restarts: int = Field(default=2, ge=1, le=20)
+    surrogate_temperature: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="width of each ReLU's smoothed backward pass, in units of the spread of its inputs",
     )
 
 
@@ -240,6 +271,7 @@ class _EvasionScenario(ScenarioBase):
     threat: ThreatModel
     evaluation: AttackSuite
     masking: MaskingChecks = MaskingChecks()
+    escalation: Escalation = Escalation()
     scoring: EvasionScoring
     hints: EvasionHints
 
@@ -255,6 +287,10 @@ class _EvasionScenario(ScenarioBase):
             threat=self.threat_text(),
             attacks=", ".join(attack.name for attack in self.evaluation.attacks),
         )
+
+    def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
+        """Other attacked test images (the variant's new seed also retrains the victim)."""
+        return {"evaluation": {"subset_seed": rng.randrange(2**31)}}
 
     def threat_text(self) -> str:
         norm = "L-inf" if self.threat.norm == "inf" else "L2"

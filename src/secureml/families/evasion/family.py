@@ -30,9 +30,10 @@ from secureml.errors import MitigationError
 from secureml.families.base import EXACT, Evaluation, RunContext, Row, Sample
 from secureml.families.evasion import attacks, checks
 from secureml.families.evasion.attacks import SuiteResult
-from secureml.families.evasion.config import GRADIENT_FREE, PreprocessPipeline
+from secureml.families.evasion.config import PreprocessPipeline
+from secureml.families.evasion.escalation import EscalationResult, escalate, is_gradient_free
 from secureml.mitigation import RawResult, model_from_weights, weights_result
-from secureml.randomness import derive_seed
+from secureml.randomness import derive_seed, generator
 from secureml.scoring import robust_accuracy_calibrated
 from secureml.versions import software_key
 
@@ -40,7 +41,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from secureml.datasets import Split
-    from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario
+
+# The checks whose firing makes the grader escalate (see escalation.py). A randomised model
+# is not masking by itself: EOT already averages over its draws.
+MASKING_CHECKS = frozenset({"gradient-free-beats-white-box", "bad-gradients", "accuracy-does-not-fall"})
 
 # Validation images handed to `preprocess` for its own checks (from the training split).
 VALIDATION_IMAGES = 500
@@ -82,6 +86,16 @@ def _invalid(problem: str) -> MitigationError:
     return MitigationError(problem, status="invalid-result")
 
 
+def attacked_indices(test_size: int, evaluation) -> np.ndarray:
+    """Which test images the suite attacks: the first `subset`, or a seeded draw of them."""
+    import numpy as np
+
+    if evaluation.subset_seed is None:
+        return np.arange(evaluation.subset)
+    rng = generator(evaluation.subset_seed, "evaluation-subset")
+    return np.sort(rng.choice(test_size, size=evaluation.subset, replace=False))
+
+
 def weights_identity(model) -> list[Any]:
     arrays = models.model_arrays(model)
     names = sorted(arrays)
@@ -109,13 +123,13 @@ class _EvasionFamily:
             progress=ctx.progress,
             label="training the victim",
         )
-        subset = scenario.evaluation.subset
+        attacked = attacked_indices(len(split.y_test), scenario.evaluation)
         stage = EvasionStage(
             scenario=scenario,
             split=split,
             victim=victim,
-            x_attack=split.x_test[:subset],
-            y_attack=split.y_test[:subset],
+            x_attack=split.x_test[attacked],
+            y_attack=split.y_test[attacked],
         )
         stage.none = self._report(stage, self._victim_subject(stage), ctx, "victim")
         return stage
@@ -124,6 +138,19 @@ class _EvasionFamily:
         victim = stage.victim
         return Subject(weights_identity(victim), victim, [lambda x: models.predict(victim, x)])
 
+    def _report_key(self, stage: EvasionStage, subject: Subject) -> str:
+        scenario = stage.scenario
+        return content_key(
+            "evasion-report",
+            subject.identity,
+            scenario.threat.model_dump(mode="json"),
+            scenario.evaluation.model_dump(mode="json"),
+            scenario.masking.gradient_check_samples,
+            stage.split.sha256,
+            scenario.seed,
+            software_key("secureml.families.evasion"),
+        )
+
     def _report(self, stage: EvasionStage, subject: Subject, ctx: RunContext, label: str) -> Report:
         """Run (or load) the suite, the curve and the gradient check on one model."""
         import numpy as np
@@ -131,17 +158,7 @@ class _EvasionFamily:
         scenario = stage.scenario
         suite_config = scenario.evaluation
         names = [attack.name for attack in suite_config.attacks]
-        software = software_key("secureml.families.evasion")
-        key = content_key(
-            "evasion-report",
-            subject.identity,
-            scenario.threat.model_dump(mode="json"),
-            suite_config.model_dump(mode="json"),
-            scenario.masking.gradient_check_samples,
-            stage.split.sha256,
-            scenario.seed,
-            software,
-        )
+        key = self._report_key(stage, subject)
         arrays = ctx.cache.load_tensors("evasion-suites", key)
         summary = ctx.cache.load_json("evasion-reports", key)
         if arrays is not None and summary is not None:
@@ -239,18 +256,25 @@ class _EvasionFamily:
             mine = none
         else:
             mine = self._report(stage, subject, ctx, "mitigated model")
+        flags = fired = self._flags(stage, mine, subject)
+        final, escalation, refuted = mine, None, {}
+        if set(fired) & MASKING_CHECKS:
+            escalation = self._escalation(stage, subject, mine, ctx)
+            final = self._escalated(mine, escalation)
+            escalated_flags = self._flags(stage, final, subject, escalated=True)
+            refuted = {check: text for check, text in flags.items() if check not in escalated_flags}
+            flags = escalated_flags
         score = robust_accuracy_calibrated(
             ra_none=none.suite.robust_accuracy,
-            ra_mitigated=mine.suite.robust_accuracy,
+            ra_mitigated=final.suite.robust_accuracy,
             ca_none=none.clean_accuracy,
-            ca_mitigated=mine.clean_accuracy,
+            ca_mitigated=final.clean_accuracy,
             target_robust_accuracy=scenario.scoring.target_robust_accuracy,
             max_clean_accuracy_drop=scenario.scoring.max_clean_accuracy_drop,
         )
-        flags = self._flags(stage, mine, subject)
         metrics = {
             **self._metrics("victim", none, scenario),
-            **self._metrics("mitigated", mine, scenario),
+            **self._metrics("mitigated", final, scenario),
             "mitigated.zero_gradient_share": mine.zero_gradient_share,
             "mitigated.flags": float(len(flags)),
             "score": score.total,
@@ -266,14 +290,32 @@ class _EvasionFamily:
                     "exact gradients, no BPDA/EOT: what a non-adaptive test reports",
                 )
             )
-        rows.append(Row("your mitigation", {**self._row(mine), "score": score.total}, details.get("note", "")))
+        if escalation is not None:
+            metrics["mitigated.escalated"] = 1.0
+            metrics["mitigated.robust_accuracy_before_escalation"] = mine.suite.robust_accuracy
+            metrics["mitigated.surrogate_zero_gradient_share"] = escalation.surrogate_zero_gradient_share
+            rows.append(
+                Row(
+                    "yours, suite only",
+                    {"robust_accuracy": mine.suite.robust_accuracy},
+                    "before the escalation a masking check triggered",
+                )
+            )
+            details["escalation"] = {
+                "because": sorted(set(fired) & MASKING_CHECKS),
+                "seconds": round(escalation.seconds, 2),
+                "robust_accuracy_before": mine.suite.robust_accuracy,
+                "robust_accuracy_after": final.suite.robust_accuracy,
+                "refuted_flags": list(refuted.values()),
+            }
+        rows.append(Row("your mitigation", {**self._row(final), "score": score.total}, details.get("note", "")))
         pictures = {}
         if ctx.out_dir is not None:
-            pictures = self._draw(stage, mine, subject, ctx.out_dir)
+            pictures = self._draw(stage, final, subject, ctx.out_dir)
         details = {
             **details,
             "threat": scenario.threat.model_dump(mode="json"),
-            "attack_seconds": {name: round(o.seconds, 2) for name, o in mine.suite.outcomes.items()},
+            "attack_seconds": {name: round(o.seconds, 2) for name, o in final.suite.outcomes.items()},
             "curve_epsilons": list(scenario.evaluation.curve.epsilons),
         }
         samples = {
@@ -289,8 +331,8 @@ class _EvasionFamily:
             metrics=metrics,
             score=score,
             rows=rows,
-            feedback=self._feedback(stage, mine, score, flags),
-            flags=flags,
+            feedback=self._feedback(stage, final, score, flags, escalation=escalation, before=mine, refuted=refuted),
+            flags=list(flags.values()),
             pictures=pictures,
             details=details,
             samples={name: sample for name, sample in samples.items() if name in metrics},
@@ -316,6 +358,40 @@ class _EvasionFamily:
             samples[f"{prefix}.pgd_curve@{epsilon:g}"] = attacked
         return samples
 
+    def _escalation(self, stage: EvasionStage, subject: Subject, mine: Report, ctx: RunContext) -> EscalationResult:
+        """Run (or load) the escalated attacks on a flagged model."""
+        scenario = stage.scenario
+        key = content_key(self._report_key(stage, subject), "escalation", scenario.escalation.model_dump(mode="json"))
+        arrays = ctx.cache.load_tensors("evasion-escalations", key)
+        summary = ctx.cache.load_json("evasion-escalations", key)
+        if arrays is not None and summary is not None:
+            return EscalationResult.load(arrays, summary)
+        result = escalate(
+            model=subject.attack_model,
+            victim_suite=stage.none.suite,
+            suite=mine.suite,
+            judges=subject.judges,
+            scenario=scenario,
+            input_shape=stage.split.shape,
+            num_classes=stage.split.num_classes,
+            seed=derive_seed(scenario.seed, "evasion-suite"),
+            progress=ctx.progress,
+        )
+        ctx.cache.save_tensors("evasion-escalations", key, result.to_arrays())
+        ctx.cache.save_json("evasion-escalations", key, result.summary())
+        return result
+
+    @staticmethod
+    def _escalated(mine: Report, escalation: EscalationResult) -> Report:
+        """The report with the escalated attacks in the worst case, the lower curve at each
+        epsilon, and the gradient check through the surrogate the attacks followed."""
+        suite = mine.suite
+        merged = SuiteResult(
+            suite.x, suite.y, suite.clean_correct, {**suite.outcomes, **escalation.outcomes}, suite.disagreement
+        )
+        curve = [min(a, b) for a, b in zip(mine.curve, escalation.surrogate_curve)]
+        return Report(mine.clean_accuracy, merged, curve, escalation.surrogate_zero_gradient_share, mine.naive_robust_accuracy)
+
     def _metrics(self, prefix: str, report: Report, scenario) -> dict[str, float]:
         suite = report.suite
         metrics = {
@@ -338,34 +414,50 @@ class _EvasionFamily:
         row["mean_perturbation"] = suite.mean_perturbation()
         return row
 
-    def _flags(self, stage: EvasionStage, report: Report, subject: Subject) -> list[str]:
+    def _flags(self, stage: EvasionStage, report: Report, subject: Subject, escalated: bool = False) -> dict[str, str]:
+        """The red flags that fire on a report: check name -> text. After escalation the
+        gradient-free check asks whether it fools images every white-box attack missed."""
         masking = stage.scenario.masking
-        names = list(report.suite.outcomes)
-        white_box = [name for name in names if name not in GRADIENT_FREE]
-        gradient_free = [name for name in names if name in GRADIENT_FREE]
-        found = [
-            checks.gradient_free_beats_white_box(
-                report.suite.robust_accuracy_of(white_box),
-                report.suite.robust_accuracy_of(gradient_free),
-                masking.black_box_margin,
+        suite = report.suite
+        white_box = [name for name in suite.outcomes if not is_gradient_free(name)]
+        gradient_free = [name for name in suite.outcomes if is_gradient_free(name)]
+        if not (white_box and gradient_free):
+            beaten = None
+        elif escalated:
+            missed = suite.robust_of(white_box) & ~suite.robust_of(gradient_free)
+            beaten = checks.gradient_free_still_finds_more(float(missed.mean()), masking.black_box_margin)
+        else:
+            beaten = checks.gradient_free_beats_white_box(
+                suite.robust_accuracy_of(white_box), suite.robust_accuracy_of(gradient_free), masking.black_box_margin
             )
-            if white_box and gradient_free
-            else None,
-            checks.bad_gradients(report.zero_gradient_share, masking.zero_gradient_share),
-            checks.randomness_changes_results(report.suite.disagreement, masking.randomness_tolerance)
+        found = {
+            "gradient-free-beats-white-box": beaten,
+            "bad-gradients": checks.bad_gradients(report.zero_gradient_share, masking.zero_gradient_share),
+            "randomised": checks.randomness_changes_results(report.suite.disagreement, masking.randomness_tolerance)
             if subject.randomised
             else None,
-            checks.accuracy_does_not_fall(
+            "accuracy-does-not-fall": checks.accuracy_does_not_fall(
                 stage.scenario.evaluation.curve.epsilons,
                 report.curve,
                 tolerance=masking.curve_tolerance,
                 largest_epsilon_accuracy=masking.largest_epsilon_accuracy,
             ),
-        ]
-        return [flag for flag in found if flag]
+        }
+        return {check: text for check, text in found.items() if text}
 
-    def _feedback(self, stage: EvasionStage, report: Report, score, flags: list[str]) -> list[str]:
-        """What limited the score, in numbers, followed by the scenario's hint."""
+    def _feedback(
+        self,
+        stage: EvasionStage,
+        report: Report,
+        score,
+        flags: dict[str, str],
+        *,
+        escalation: EscalationResult | None = None,
+        before: Report | None = None,
+        refuted: dict[str, str] | None = None,
+    ) -> list[str]:
+        """What limited the score, in numbers, followed by the scenario's hint. The success
+        hint only ever comes alone: never beside a flag or another note."""
         scenario = stage.scenario
         hints = scenario.hints
         suite = report.suite
@@ -390,11 +482,36 @@ class _EvasionFamily:
                 f"evaluation finds {suite.robust_accuracy:.3f}, and only that counts: the gap is what a "
                 f"masked gradient hides from a naive test."
             )
+        if escalation is not None and before is not None:
+            notes.append(self._escalation_note(scenario, escalation, before, report, refuted or {}))
         if flags:
             notes.append(hints.masking)
         if score.total >= 80 and not flags and not notes:
             notes.append(hints.success)
         return notes
+
+    @staticmethod
+    def _escalation_note(scenario, escalation: EscalationResult, before: Report, after: Report, refuted) -> str:
+        config = scenario.escalation
+        budgets = ", ".join(
+            f"Square with {max(a.queries, config.square_queries)} queries"
+            if a.name == "square"
+            else f"HopSkipJump with {max(a.steps, config.hop_skip_jump_steps)} iterations"
+            for a in scenario.evaluation.attacks
+            if is_gradient_free(a.name)
+        )
+        text = (
+            f"A gradient-masking check fired, so the grader escalated on its own ({escalation.seconds:.0f} s): "
+            f"{budgets}, transfer from the undefended victim, and BPDA-PGD through a smoothed copy of your "
+            f"model. Robust accuracy {before.suite.robust_accuracy:.3f} with the suite, "
+            f"{after.suite.robust_accuracy:.3f} with the escalation; the score uses the lower."
+        )
+        if refuted:
+            text += (
+                f" The escalation refutes {len(refuted)} flag(s) ({', '.join(sorted(refuted))}): "
+                "attacks that see through the masking confirm the figure, so they are cleared."
+            )
+        return text
 
     def _draw(self, stage: EvasionStage, mine: Report, subject: Subject, out_dir: Path) -> dict[str, Path]:
         from secureml.families.evasion.figures import draw_curve, draw_examples

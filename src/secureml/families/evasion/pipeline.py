@@ -58,13 +58,32 @@ def art_preprocessor(step) -> Any:
 
 
 def _median_exact(window: int):
-    """The median filter in torch, so autograd gives its true derivative (naive mode only)."""
-    from art.defences.preprocessor import SpatialSmoothingPyTorch
+    """The median filter in torch, so autograd gives its true derivative (naive mode only).
 
-    smoothing = SpatialSmoothingPyTorch(
-        window_size=window, channels_first=True, clip_values=(0.0, 1.0), apply_fit=False, apply_predict=True
-    )
-    return lambda x: smoothing.forward(x)[0]
+    ART's own torch version (SpatialSmoothingPyTorch) needs kornia, which ART does not
+    depend on (ART-FACTS: every `median` step crashed). This one matches what is deployed,
+    ART's SpatialSmoothing, to the pixel: scipy's median_filter with mode="reflect" (the
+    edge pixel repeated, numpy's "symmetric"), its window offsets for even sizes, and its
+    rank (the upper of the two middle values of an even window).
+    """
+    import torch
+
+    before = window // 2
+    after = window - 1 - before
+    rank = (window * window) // 2 + 1  # kthvalue counts from 1
+
+    def symmetric(size: int) -> torch.Tensor:
+        index = torch.arange(-before, size + after)
+        index = torch.where(index < 0, -index - 1, index)
+        return torch.where(index >= size, 2 * size - index - 1, index)
+
+    def median(x):
+        height, width = x.shape[-2:]
+        padded = x.index_select(-2, symmetric(height)).index_select(-1, symmetric(width))
+        patches = padded.unfold(-2, window, 1).unfold(-2, window, 1)
+        return patches.reshape(*patches.shape[:-2], window * window).kthvalue(rank, dim=-1).values
+
+    return median
 
 
 def _step_function():

@@ -2,25 +2,167 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+import random
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
 from secureml.scenario import ScenarioBase, StrictModel
 
 
-class Trigger(StrictModel):
-    """A trigger drawn with ART's perturbation functions."""
+class _Trigger(StrictModel):
+    """Where a trigger sits: its box's top-left pixel. Any position where the box fits."""
 
-    kind: Literal["pattern", "pixel", "checker"] = Field(
-        default="pattern",
-        description="'pattern': ART add_pattern_bd (4 pixels); 'pixel': ART add_single_bd; "
-        "'checker': a size x size checkerboard patch",
-    )
-    size: int = Field(default=5, ge=2, le=12, description="side of the 'checker' patch in pixels")
-    corner: Literal["bottom-right", "top-left", "top-right", "bottom-left"] = "bottom-right"
-    distance: int = Field(default=2, ge=1, le=10, description="pixels from the corner")
-    pixel_value: float = Field(default=1.0, ge=0.0, le=1.0)
+    row: int = Field(ge=0, description="top edge of the trigger's box, in pixels from the top")
+    col: int = Field(ge=0, description="left edge of the trigger's box, in pixels from the left")
+
+    def box(self) -> tuple[int, int]:
+        """(height, width) of the trigger's box in pixels."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        height, width = self.box()
+        look = ", ".join(f"{name} {value:g}" for name, value in self.model_dump().items() if name in ("pixel_value", "alpha"))
+        return f"{self.kind} {height}x{width} at row {self.row}, column {self.col} ({look})"
+
+
+class PatternTrigger(_Trigger):
+    """ART's add_pattern_bd: four pixels in a 3x3 box (BadNets, Gu et al., 2017)."""
+
+    kind: Literal["pattern"]
+    pixel_value: float = Field(default=1.0, ge=0.0, le=1.0, description="1 bright, 0.5 mid-grey, 0 dark")
+
+    def box(self) -> tuple[int, int]:
+        return (3, 3)
+
+
+class PixelTrigger(_Trigger):
+    """ART's add_single_bd: one pixel."""
+
+    kind: Literal["pixel"]
+    pixel_value: float = Field(default=1.0, ge=0.0, le=1.0, description="1 bright, 0.5 mid-grey, 0 dark")
+
+    def box(self) -> tuple[int, int]:
+        return (1, 1)
+
+
+class SquareTrigger(_Trigger):
+    """A solid size x size patch (the BadNets square)."""
+
+    kind: Literal["square"]
+    size: int = Field(ge=2, le=12, description="side of the patch in pixels")
+    pixel_value: float = Field(ge=0.0, le=1.0, description="1 bright, 0.5 mid-grey, 0 dark")
+
+    def box(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+
+class CheckerTrigger(_Trigger):
+    """A size x size checkerboard of pixel_value and black."""
+
+    kind: Literal["checker"]
+    size: int = Field(default=5, ge=2, le=12, description="side of the patch in pixels")
+    pixel_value: float = Field(default=1.0, gt=0.0, le=1.0, description="the checkerboard's light squares")
+
+    def box(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+
+class BlendTrigger(_Trigger):
+    """A fixed noise pattern blended into a size x size box: x' = (1 - alpha) x + alpha * noise
+    (the blended injection of Chen et al., 2017, "Targeted Backdoor Attacks on Deep Learning
+    Systems Using Data Poisoning"). It changes every pixel of the box a little."""
+
+    kind: Literal["blend"]
+    size: int = Field(ge=4, le=64, description="side of the blended box in pixels (the image's side: everywhere)")
+    alpha: float = Field(ge=0.05, le=0.5, description="weight of the noise pattern")
+    pattern_seed: int = Field(default=0, ge=0, lt=2**31, description="seed of the noise pattern")
+
+    def box(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+
+Trigger = Annotated[
+    Union[PatternTrigger, PixelTrigger, SquareTrigger, CheckerTrigger, BlendTrigger], Field(discriminator="kind")
+]
+
+
+# --------------------------------------------------------------------------- variants' triggers
+#
+# What a variant's trigger may look like. Each look took hold at 10% BadNets poison on
+# mnist-5k (victim ASR >= 0.95 after 6 epochs; ART-FACTS pitfall 9 for why the share
+# matters), measured with a 4x4 box unless said otherwise:
+#   bright checkerboard: 0.99 in the middle of the digit, where a bright 4-pixel pattern
+#     got only 0.24 (it vanishes on the ink) and a mid-grey one 0.05;
+#   mid-grey or bright pattern or checkerboard near an edge (on the background): 0.95-0.98;
+#   blended noise, alpha 0.2, over the whole image: 1.00 (so variants blend 0.2 or 0.25);
+#   dark square over the middle of the digit: 0.51 with 4x4, 0.84 with 6x6 (0.82 at 15%
+#     poison), 0.91 with 7x7, so dark ones are 7x7; the rest miss digits with no ink there.
+# The clean-label attack is weaker (0.60 with its public 5x5 bright checkerboard in the
+# bottom-right corner; 0.006 with it at row 5, column 11, over the top of the digits), so
+# its variants only move that checkerboard, and only on the background near an edge.
+#
+# Automatic variants draw only looks the lab's reference finds. Measured on poisoning-01 at
+# full size with its reference (activation clustering + pixel-space label agreement):
+# bright 4x4 checkerboards at (0,12) target 5, (22,3) target 8, (12,20) target 1 scored
+# 78.2, 86.6 and 99.4 (victim ASR 0.97-0.99, poison removed 0.985-1.0); a dark 7x7 square
+# in the middle (variant 7 before this) and a blend at alpha 0.2 (variant 1) both scored
+# 0: the victim's activations do not split the poison from the target's own digits, and
+# the poison's pixel neighbours are each other. Those looks stay in the schema for hidden
+# variants ("edge-mark", "blended" and "dark-square" in draw_trigger take hold too); the
+# automatic variants draw them again once a reference finds them.
+LOOKS = {
+    "badnets": ("bright-checker",),
+    "clean-label": ("clean-label-checker",),
+}
+
+
+def draw_trigger(rng: random.Random, height: int, width: int, looks) -> dict[str, Any]:
+    """A trigger of a look drawn from `looks`, at a position drawn where that look shows."""
+    look = rng.choice(looks)
+    small = max(2, round(height / 7))  # 4 on 28x28 images
+    if look == "bright-checker":
+        trigger, region = {"kind": "checker", "size": small, "pixel_value": 1.0}, "anywhere"
+    elif look == "clean-label-checker":
+        trigger, region = {"kind": "checker", "size": max(2, round(height / 5.6)), "pixel_value": 1.0}, "edge"
+    elif look == "edge-mark":
+        kind = rng.choice(["pattern", "checker", "square"])
+        trigger = {"kind": kind, "pixel_value": rng.choice([0.5, 1.0])}
+        if kind != "pattern":
+            trigger["size"] = max(2, small - 1)
+        region = "edge"
+    elif look == "blended":
+        trigger = {
+            "kind": "blend",
+            "size": height,
+            "alpha": rng.choice([0.2, 0.25]),
+            "pattern_seed": rng.randrange(2**31),
+        }
+        region = "anywhere"
+    else:  # dark-square
+        trigger, region = {"kind": "square", "size": max(2, height // 4), "pixel_value": 0.0}, "middle"
+    box = {"pattern": 3}.get(trigger["kind"], trigger.get("size", 1))
+    trigger["row"], trigger["col"] = _position(rng, region, box, height, width)
+    return trigger
+
+
+def _position(rng: random.Random, region: str, box: int, height: int, width: int) -> tuple[int, int]:
+    """A top-left corner for a box x box trigger: anywhere it fits, in the middle third of
+    the image (where digits have ink), or wholly within a quarter of the image from an edge
+    (on the background: a mid-grey square reaching 5 pixels further in got ASR 0.37)."""
+    if region == "middle":
+        return rng.randint(height // 3, height - height // 3 - box), rng.randint(width // 3, width - width // 3 - box)
+    rows, cols = range(height - box + 1), range(width - box + 1)
+    if region == "anywhere":
+        return rng.choice(rows), rng.choice(cols)
+    band_rows, band_cols = height // 4, width // 4
+    near_edge = [
+        (row, col)
+        for row in rows
+        for col in cols
+        if row + box <= band_rows or col + box <= band_cols or row >= height - band_rows or col >= width - band_cols
+    ]
+    return rng.choice(near_edge)
 
 
 class BadNetsAttack(StrictModel):
@@ -29,7 +171,7 @@ class BadNetsAttack(StrictModel):
     name: Literal["badnets"]
     target_class: int = Field(ge=0)
     poison_fraction: float = Field(gt=0, le=0.5, description="share of the whole training set")
-    trigger: Trigger = Trigger()
+    trigger: Trigger
 
 
 class CleanLabelAttack(StrictModel):
@@ -39,7 +181,7 @@ class CleanLabelAttack(StrictModel):
     name: Literal["clean-label"]
     target_class: int = Field(ge=0)
     poison_fraction: float = Field(gt=0, lt=1, description="share of the target class poisoned")
-    trigger: Trigger = Trigger()
+    trigger: Trigger
     eps: float = Field(gt=0, le=1, description="L-inf budget of the PGD step that hides the content")
     eps_step: float = Field(gt=0, le=1)
     max_iter: int = Field(gt=0, le=500)
@@ -54,6 +196,13 @@ class PoisoningScoring(StrictModel):
     method: Literal["der-calibrated"] = "der-calibrated"
     max_clean_accuracy_drop: float = Field(
         default=0.05, gt=0, le=1, description="larger clean-accuracy losses score 0 (TrojanZoo)"
+    )
+    max_clean_dropped: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="share of the clean training samples whose loss scores 0; dropping fewer "
+        "costs proportionally (the kept-clean factor)",
     )
 
 
@@ -90,17 +239,41 @@ class PoisoningScenario(ScenarioBase):
         from secureml.scoring import DER_CALIBRATED_FORMULA
 
         return DER_CALIBRATED_FORMULA.format(
-            max_clean_accuracy_drop_points=100 * self.scoring.max_clean_accuracy_drop
+            max_clean_accuracy_drop_points=100 * self.scoring.max_clean_accuracy_drop,
+            max_clean_dropped=self.scoring.max_clean_dropped,
+            max_clean_dropped_percent=100 * self.scoring.max_clean_dropped,
         )
 
     @model_validator(mode="after")
-    def _target_is_a_class(self) -> "PoisoningScenario":
+    def _target_is_a_class_and_the_trigger_fits(self) -> "PoisoningScenario":
         from secureml.datasets import DATASETS
 
-        classes = DATASETS[self.dataset.name].num_classes
-        if self.attack.target_class >= classes:
+        spec = DATASETS[self.dataset.name]
+        if self.attack.target_class >= spec.num_classes:
             raise ValueError(
-                f"attack.target_class must be below the dataset's {classes} classes, "
+                f"attack.target_class must be below the dataset's {spec.num_classes} classes, "
                 f"found {self.attack.target_class}"
             )
+        trigger = self.attack.trigger
+        (height, width), (_, image_height, image_width) = trigger.box(), spec.shape
+        if trigger.row + height > image_height or trigger.col + width > image_width:
+            raise ValueError(
+                f"attack.trigger must fit inside the {image_height}x{image_width} images of "
+                f"{self.dataset.name}: its {height}x{width} box at row {trigger.row}, column {trigger.col} "
+                f"needs row <= {image_height - height} and col <= {image_width - width}"
+            )
         return self
+
+    def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
+        """Another target class and a trigger of a kind, colour and position drawn afresh."""
+        from secureml.datasets import DATASETS
+
+        spec = DATASETS[self.dataset.name]
+        others = [label for label in range(spec.num_classes) if label != self.attack.target_class]
+        _, height, width = spec.shape
+        return {
+            "attack": {
+                "target_class": rng.choice(others),
+                "trigger": draw_trigger(rng, height, width, LOOKS[self.attack.name]),
+            }
+        }

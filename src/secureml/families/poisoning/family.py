@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from secureml import models
 from secureml.cache import content_key
-from secureml.errors import MitigationError
+from secureml.errors import ConfigError, MitigationError
 from secureml.families.base import Evaluation, RunContext, Row, Sample, VictimTools, write_victim_inputs
-from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, triggered_test_set
+from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, trigger_change, triggered_test_set
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 
     from secureml.datasets import Split
     from secureml.families.poisoning.config import PoisoningScenario
+
+# A trigger must change an image by at least one full pixel's worth (summed absolute change);
+# less is a scenario error, not an attack: e.g. a dark trigger on MNIST's black background.
+MIN_TRIGGER_CHANGE = 1.0
+# The victim's attack success rate must exceed a poison-free model's by this much. It is
+# measured on about 900 triggered test images (standard error below 0.02); working
+# backdoors here reach 0.6 (clean-label) to 1.0, failed ones 0.01-0.07.
+MIN_BACKDOOR_EFFECT = 0.2
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ class PoisoningFamily:
             scenario.seed,
             software,
         )
+        # First, so that a trigger that cannot take hold fails before any poisoning or training.
+        x_triggered, y_triggered = self._triggered(scenario, split, key, ctx)
         poisoned = self._poison(scenario, split, key, ctx)
         victim = models.train_cached(
             ctx.cache,
@@ -116,7 +126,6 @@ class PoisoningFamily:
             progress=ctx.progress,
             label="training the victim on the poisoned set",
         )
-        x_triggered, y_triggered = self._triggered(scenario, split, key, ctx)
         stage = PoisoningStage(
             scenario=scenario,
             split=split,
@@ -135,10 +144,30 @@ class PoisoningFamily:
         stage.perfect = self._measure(
             stage, self._retrain(stage, clean_rows, ctx, "training the perfect filter's model")
         )
+        self._require_a_backdoor(stage)
         for name in scenario.baselines:
             kept = self._baseline_kept(stage, name, ctx)
             stage.baselines[name] = self._filtered(stage, kept, ctx, f"baseline {name}")
         return stage
+
+    @staticmethod
+    def _require_a_backdoor(stage: PoisoningStage) -> None:
+        """A backdoor that did not take hold leaves nothing to defend: the score would only
+        measure noise, so the scenario (or variant) is refused, loudly."""
+        effect = stage.none.attack_success_rate - stage.perfect.attack_success_rate
+        if effect < MIN_BACKDOOR_EFFECT:
+            scenario = stage.scenario
+            raise ConfigError(
+                f"the backdoor did not take hold: the victim's attack success rate is "
+                f"{stage.none.attack_success_rate:.3f}, and {stage.perfect.attack_success_rate:.3f} "
+                "without any poison, so there is nothing to defend",
+                file=str(scenario.source or scenario.id),
+                field="attack",
+                expected=f"a victim attack success rate at least {MIN_BACKDOOR_EFFECT:g} above the poison-free model's",
+                found=f"{effect:+.3f} (target {scenario.attack.target_class}, {scenario.attack.trigger.describe()})",
+                fix="poison more of the data (at 2% a BadNets trigger did not take hold), make the trigger "
+                "more visible, or pick another target; for an automatic variant, another --variant-seed",
+            )
 
     def _triggered(self, scenario, split, key: str, ctx: RunContext):
         """The triggered test set, cached so that a warm run never imports ART (~1.2 s)."""
@@ -146,6 +175,18 @@ class PoisoningFamily:
         if cached is not None:
             return cached["x"], cached["y"]
         x_triggered, y_triggered = triggered_test_set(split, scenario.attack)
+        change = trigger_change(split.x_test[split.y_test != scenario.attack.target_class], x_triggered)
+        if change < MIN_TRIGGER_CHANGE:
+            raise ConfigError(
+                f"the trigger barely changes the images it is stamped on (by {change:.2f} on average, "
+                "summed over pixels), so no backdoor can take hold",
+                file=str(scenario.source or scenario.id),
+                field="attack.trigger",
+                expected=f"a trigger that changes each image by at least {MIN_TRIGGER_CHANGE:g}",
+                found=scenario.attack.trigger.describe(),
+                fix="a dark trigger is invisible on a dark background: move it where the images have ink "
+                "(e.g. the centre), or give it a brighter pixel_value",
+            )
         ctx.cache.save_tensors("triggered", key, {"x": x_triggered, "y": y_triggered})
         return x_triggered, y_triggered
 
@@ -330,6 +371,7 @@ class PoisoningFamily:
         mask = stage.poisoned.poison_mask
         dropped = np.ones(stage.size, dtype=bool)
         dropped[kept] = False
+        clean_dropped = float(dropped[~mask].mean())
         score = der_calibrated(
             asr_none=stage.none.attack_success_rate,
             ca_none=stage.none.clean_accuracy,
@@ -339,6 +381,8 @@ class PoisoningFamily:
             ca_random=random.clean_accuracy,
             asr_perfect=stage.perfect.attack_success_rate,
             ca_perfect=stage.perfect.clean_accuracy,
+            clean_dropped=clean_dropped,
+            max_clean_dropped=stage.scenario.scoring.max_clean_dropped,
             max_clean_accuracy_drop=stage.scenario.scoring.max_clean_accuracy_drop,
         )
         return Filtered(
@@ -347,7 +391,7 @@ class PoisoningFamily:
             random=random,
             kept=len(kept),
             poison_removed=float(dropped[mask].mean()) if mask.any() else 0.0,
-            clean_dropped=float(dropped[~mask].mean()),
+            clean_dropped=clean_dropped,
         )
 
     def _random_filter(self, stage: PoisoningStage, drop: int, ctx: RunContext) -> Outcome:
@@ -405,9 +449,12 @@ class PoisoningFamily:
                 f"Clean accuracy fell {100 * ca_drop:.1f} points "
                 f"({stage.none.clean_accuracy:.3f} -> {outcome.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
             )
-        if filtered.clean_dropped > 0.1:
+        kept_clean = filtered.score.parts["kept_clean"]
+        if kept_clean < 0.9:
             notes.append(
-                f"You dropped {100 * filtered.clean_dropped:.0f}% of the clean samples. {hints.dropped_too_much}"
+                f"You dropped {100 * filtered.clean_dropped:.0f}% of the clean samples: that keeps "
+                f"{100 * kept_clean:.0f}% of your score (dropping "
+                f"{100 * stage.scenario.scoring.max_clean_dropped:g}% scores 0). {hints.dropped_too_much}"
             )
         if filtered.score.total >= 80 and not notes:
             notes.append(hints.success)

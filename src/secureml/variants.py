@@ -1,0 +1,60 @@
+"""Automatic variants: the same scenario with a new seed and new family secrets.
+
+A defence tuned to the public scenario (the trigger it can see, the classes it was told
+about) must not keep its score on a scenario it never saw. A variant is drawn from one
+integer, the variant seed:
+
+    rng = random.Random(variant_seed)
+    overrides = {"seed": <drawn from rng>} + scenario.variant_overrides(rng)
+
+and the overrides are deep-merged and validated exactly like a `--hidden` file, so a
+variant is an ordinary, valid scenario. Each family's schema says which secrets its
+variants change (poisoning: target class, trigger kind, colour and position; evasion: the
+attacked test images).
+
+Two parties draw variants, from different seeds:
+- the grader, from a random variant seed it keeps to itself (stored in the gradebook);
+- a trainee, with `secureml run ID --variant auto`, from `trainee_variant_seed(scenario)`
+  (or `--variant-seed N`), to check a defence generalises before submitting.
+
+Light on purpose: importing this module imports no numpy and no torch.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from secureml.randomness import derive_seed
+
+if TYPE_CHECKING:
+    from secureml.scenario import ScenarioBase
+
+# Scenario seeds must lie in [0, 2**31) (ScenarioBase.seed).
+SEED_LIMIT = 2**31
+
+
+def trainee_variant_seed(scenario: ScenarioBase) -> int:
+    """The variant seed `run --variant auto` uses: derived from the scenario's seed under a
+    label of its own, so it is stable for a trainee and unrelated to the grader's random one."""
+    return derive_seed(scenario.seed, "trainee-variant")
+
+
+def variant_overrides(scenario: ScenarioBase, variant_seed: int) -> dict[str, Any]:
+    """The overrides that turn `scenario` into its variant number `variant_seed`."""
+    rng = random.Random(variant_seed)
+    seed = rng.randrange(SEED_LIMIT)
+    while seed == scenario.seed:  # a variant never trains on the public seed
+        seed = rng.randrange(SEED_LIMIT)
+    return {"seed": seed, **scenario.variant_overrides(rng)}
+
+
+def draw_variant(scenario: ScenarioBase, variant_seed: int) -> ScenarioBase:
+    """The scenario with a new seed and new family secrets, validated like a `--hidden` file."""
+    from secureml.scenario import merge_overrides
+
+    return merge_overrides(
+        scenario,
+        variant_overrides(scenario, variant_seed),
+        origin=f"the automatic variant {variant_seed} of {scenario.id}",
+    )

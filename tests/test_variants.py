@@ -1,0 +1,128 @@
+"""Automatic variants: a seed draws a new, valid scenario with other secrets, cheaply, and
+`secureml run --variant auto` runs one and says so in its results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from secureml import scenario, variants
+
+from conftest import REPO, run_json, secureml
+
+SHIPPED = sorted(path.stem for path in (REPO / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("scenario_id", SHIPPED)
+def test_every_shipped_scenario_draws_valid_variants_with_a_new_seed(scenario_id):
+    loaded = scenario.load(scenario_id)
+    drawn = [variants.draw_variant(loaded, variant_seed) for variant_seed in range(40)]
+    for variant in drawn:
+        assert type(variant) is type(loaded) and variant.id == loaded.id
+        assert variant.seed != loaded.seed
+        assert variant.source == loaded.source, "lab files must still resolve"
+    assert len({variant.config_sha256() for variant in drawn}) == len(drawn)
+
+
+def test_a_variant_seed_always_draws_the_same_variant():
+    loaded = scenario.load("poisoning-01")
+    assert variants.draw_variant(loaded, 5) == variants.draw_variant(loaded, 5)
+    assert variants.draw_variant(loaded, 5) != variants.draw_variant(loaded, 6)
+
+
+@pytest.mark.parametrize("scenario_id", ["poisoning-01", "poisoning-02"])
+def test_poisoning_variants_never_keep_the_public_target_and_move_the_trigger(scenario_id):
+    loaded = scenario.load(scenario_id)
+    drawn = [variants.draw_variant(loaded, variant_seed).attack for variant_seed in range(200)]
+    assert all(attack.target_class != loaded.attack.target_class for attack in drawn)
+    assert len({attack.target_class for attack in drawn}) == 9
+    positions = {(attack.trigger.row, attack.trigger.col) for attack in drawn}
+    assert len(positions) > 50, "triggers must not sit in a few guessable places"
+
+
+def test_badnets_variants_draw_bright_checkerboards_anywhere_even_on_the_digit():
+    # Only the look the lab's reference finds (poisoning/config.py, LOOKS): dark squares
+    # and blends take hold too, but the reference scored 0 on them, and a grade is the
+    # lower of the public and the variant score. They stay available to hidden variants.
+    loaded = scenario.load("poisoning-01")
+    drawn = [variants.draw_variant(loaded, variant_seed).attack.trigger for variant_seed in range(200)]
+    assert {(trigger.kind, trigger.pixel_value) for trigger in drawn} == {("checker", 1.0)}
+    centre = [t for t in drawn if 8 <= t.row <= 16 and 8 <= t.col <= 16]
+    corners = [t for t in drawn if t.row in (0, 24) and t.col in (0, 24)]
+    assert centre, "some triggers sit in the middle of the digit, not near an edge"
+    assert len(corners) < 20, "the public corner is no better a guess than anywhere else"
+
+
+def test_evasion_variants_attack_other_test_images():
+    loaded = scenario.load("evasion-01")
+    variant = variants.draw_variant(loaded, 3)
+    assert loaded.evaluation.subset_seed is None
+    assert variant.evaluation.subset_seed is not None
+    assert variant.evaluation.subset == loaded.evaluation.subset
+
+
+def test_the_trainees_variant_seed_is_stable_and_not_the_scenario_seed():
+    loaded = scenario.load("poisoning-01")
+    assert variants.trainee_variant_seed(loaded) == variants.trainee_variant_seed(loaded)
+    assert variants.trainee_variant_seed(loaded) != loaded.seed
+
+
+def test_drawing_a_variant_imports_no_numpy_or_torch():
+    probe = (
+        "import sys\n"
+        "from secureml import scenario, variants\n"
+        "variants.draw_variant(scenario.load('poisoning-01'), 1)\n"
+        "print(','.join(m for m in ('numpy', 'torch', 'art') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_run_refuses_both_seed_and_variant(tmp_path):
+    result = secureml("run", "poisoning-01", "--variant", "auto", "--seed", "3", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "--variant-seed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_variant_auto_runs_a_variant_and_records_its_seed(tmp_path):
+    tiny = tmp_path / "poisoning-01.yaml"
+    text = (REPO / "scenarios" / "poisoning-01.yaml").read_text().replace("../labs/", f"{REPO}/labs/")
+    text = text.replace("train_size: 4000", "train_size: 1200").replace("test_size: 1000", "test_size: 300")
+    text = text.replace("epochs: 6", "epochs: 2").replace(
+        "baselines: [activation-defence, spectral-signature]", "baselines: []"
+    )
+    tiny.write_text(text[: text.index("expected:")])
+    payload = run_json(str(tiny), "--variant", "auto", out=tmp_path / "a")
+    public = scenario.load(tiny)
+    expected_seed = variants.trainee_variant_seed(public)
+    assert payload["variant"] == {"kind": "auto", "variant_seed": expected_seed}
+    assert payload["seed"] == variants.draw_variant(public, expected_seed).seed != public.seed
+    chosen = run_json(str(tiny), "--variant-seed", "11", out=tmp_path / "b")
+    assert chosen["variant"]["variant_seed"] == 11
+    assert chosen["config_sha256"] == variants.draw_variant(public, 11).config_sha256()
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["variant"]["variant_seed"] == 11
+
+
+def test_an_override_that_changes_the_trigger_kind_replaces_the_trigger(tmp_path):
+    loaded = scenario.load("poisoning-01")
+    hidden = tmp_path / "hidden.yaml"
+    hidden.write_text("attack:\n  trigger: {kind: blend, row: 0, col: 0, size: 28, alpha: 0.2}\n")
+    trigger = scenario.apply_overrides(loaded, hidden).attack.trigger
+    assert trigger.kind == "blend" and not hasattr(trigger, "pixel_value")
+    hidden.write_text("attack:\n  trigger: {row: 0, col: 0}\n")
+    moved = scenario.apply_overrides(loaded, hidden).attack.trigger
+    assert moved.kind == "pattern" and moved.pixel_value == loaded.attack.trigger.pixel_value
+
+
+def test_a_trigger_outside_the_image_names_the_field_and_the_limit(tmp_path):
+    loaded = scenario.load("poisoning-01")
+    hidden = tmp_path / "hidden.yaml"
+    hidden.write_text("attack:\n  trigger: {kind: checker, size: 5, row: 25, col: 0}\n")
+    with pytest.raises(scenario.ConfigError) as caught:
+        scenario.apply_overrides(loaded, hidden)
+    assert "attack.trigger must fit inside the 28x28 images" in caught.value.message()
+    assert "row <= 23" in caught.value.message()
