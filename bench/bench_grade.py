@@ -72,13 +72,14 @@ def overhead(repeats: int, cache: str) -> dict[str, dict[str, list[float]]]:
     """Per variant: wall time of a bare sandbox, of a quick graded submission, and the
     grader's own CPU time per bare run."""
     os.environ["SECUREML_CACHE"] = cache
-    from secureml import grade, scenario
+    from secureml import grading, scenario
     from secureml.cache import Cache
     from secureml.families.base import RunContext
+    from secureml.grading.job import STAGES
     from secureml.sandbox import Limits, run_sandboxed
 
     loaded = scenario.load("poisoning-01")
-    grade._STAGES.get(loaded, RunContext(cache=Cache(Path(cache))))  # build or load it once
+    STAGES.get(loaded, RunContext(cache=Cache(Path(cache))))  # build or load it once
     figures: dict[str, dict[str, list[float]]] = {v: {"bare": [], "graded": [], "sandbox": [], "cpu": []}
                                                  for v in VARIANTS}
     with tempfile.TemporaryDirectory() as work:
@@ -88,9 +89,9 @@ def overhead(repeats: int, cache: str) -> dict[str, dict[str, list[float]]]:
         folder = Path(work, "submissions")
         folder.mkdir()
         (folder / "quick.py").write_text(RETURNS_AT_ONCE)
-        submission = grade.discover_submissions(folder, Path(work, "unpacked")).submissions[0]
-        job = grade.GradeJob(scenario=loaded, submission=submission, limits=Limits(timeout_s=120),
-                             cache_dir=Path(cache), pictures=False)
+        submission = grading.discover_submissions(folder, Path(work, "unpacked")).submissions[0]
+        job = grading.GradeJob(scenario=loaded, submission=submission, limits=Limits(timeout_s=120),
+                               cache_dir=Path(cache), pictures=False)
         for _ in range(repeats):
             for variant in VARIANTS:
                 try:
@@ -99,7 +100,7 @@ def overhead(repeats: int, cache: str) -> dict[str, dict[str, list[float]]]:
                         bare = run_sandboxed([sys.executable, "-c", "pass"], inputs_dir=inputs,
                                              limits=Limits(timeout_s=60))
                         figures[variant]["cpu"].append(own_cpu_s() - before)
-                        row = grade.grade_submission(job)
+                        row = grading.grade_submission(job)
                 except LookupError:
                     continue
                 assert bare.outcome == "exited" and row.status == "ok", (bare, row.error)

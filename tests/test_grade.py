@@ -29,10 +29,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from secureml import grade, isolation, sandbox, scenario
+from secureml import isolation, sandbox, scenario
 from secureml.cli import GRADE_EXPORT_FORMATS, cli
 from secureml.errors import ConfigError
-from secureml.grade import (
+from secureml.gradebook import EXPORT_FORMATS, ExportOptions, Gradebook, GradeRow, export, gradescope_results
+from secureml.grading import (
     HIDDEN_VARIANT_FEEDBACK,
     GradeJob,
     GradeSettings,
@@ -43,7 +44,9 @@ from secureml.grade import (
     grade_submission,
     grade_workshop,
 )
-from secureml.gradebook import EXPORT_FORMATS, ExportOptions, Gradebook, GradeRow, export, gradescope_results
+from secureml.grading import job as grading_job
+from secureml.grading import submissions as grading_submissions
+from secureml.grading import workshop as grading_workshop
 from secureml.roster import load_roster
 from secureml.sandbox import Limits, isolation_mode
 
@@ -482,13 +485,13 @@ def test_zip_with_a_symlink_is_rejected(tmp_path):
 
 
 def test_zip_bomb_is_stopped_at_the_size_bound(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "MAX_ZIP_BYTES", 1024 * 1024)
+    monkeypatch.setattr(grading_submissions, "MAX_ZIP_BYTES", 1024 * 1024)
     archive = tmp_path / "submissions.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         bundle.writestr("alice.py", b"#" * (8 * 1024 * 1024))  # 8 MB that compresses to ~8 kB
     assert archive.stat().st_size < 100_000
     with pytest.raises(SubmissionsError, match="more than"):
-        grade._unpack_zip(archive, tmp_path / "unpack", max_bytes=grade.MAX_ZIP_BYTES)
+        grading_submissions._unpack_zip(archive, tmp_path / "unpack", max_bytes=grading_submissions.MAX_ZIP_BYTES)
 
 
 def test_zip_of_a_submissions_folder_is_unpacked_and_hashed_by_content(tmp_path):
@@ -613,7 +616,7 @@ def test_a_defence_hard_coded_to_the_public_scenario_scores_the_lower_variant_sc
 
 
 def test_a_failure_on_the_variant_shows_its_kind_and_line_never_its_message():
-    from secureml.grade import _variant_error
+    from secureml.grading.job import _variant_error
 
     row = GradeRow(
         scenario_id="poisoning-01", trainee="t", submission_sha256="a" * 64, status="error",
@@ -700,17 +703,17 @@ def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, ses
     def broken_sandbox(*args, **kwargs):
         raise OSError("no more file descriptors")
 
-    monkeypatch.setattr(grade, "run_sandboxed", broken_sandbox)
+    monkeypatch.setattr(grading_job, "run_sandboxed", broken_sandbox)
     found = discover_submissions(folder, tmp_path / "unpacked")
     row = grade_submission(_job(poisoning, session_cache, found.submissions[0]))
     assert row.status == "infra-error" and "no more file descriptors" in row.error
 
 
 def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "isolation_problem", lambda: "bwrap is not installed (Debian package bubblewrap)")
+    monkeypatch.setattr(grading_workshop, "isolation_problem", lambda: "bwrap is not installed (Debian package bubblewrap)")
     with pytest.raises(IsolationUnavailable, match="--unsafe"):
-        grade.resolve_isolation(unsafe=False)
-    assert grade.resolve_isolation(unsafe=True) is True
+        grading_workshop.resolve_isolation(unsafe=False)
+    assert grading_workshop.resolve_isolation(unsafe=True) is True
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
     result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db")])
     assert result.exit_code == IsolationUnavailable.exit_code
@@ -719,7 +722,7 @@ def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path,
 
 @needs_bwrap
 def test_unsafe_fallback_says_so_loudly_and_flags_the_rows(poisoning, session_cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "isolation_problem", lambda: "bwrap is not installed")
+    monkeypatch.setattr(grading_workshop, "isolation_problem", lambda: "bwrap is not installed")
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
     result = CliRunner().invoke(cli, ["grade", "poisoning-01", str(folder), "--db", str(tmp_path / "g.db"),
                                       "--unsafe", "--json", "--timeout", "30"])

@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from secureml import __version__
 from secureml.errors import SecuremlError
+from secureml.files import atomic_path, write_atomically
 from secureml.gradebook import (
     GRADESCOPE_VISIBILITIES,
     Gradebook,
     GradebookError,
     gradescope_grader_failure,
     gradescope_results,
-    write_text_atomically,
 )
 
 if TYPE_CHECKING:
@@ -187,18 +187,12 @@ def build_bundle(scenario: ScenarioBase, out: Path, *, wheel: Path, hidden: Path
     if out.is_dir():
         raise AutograderError("--out is a folder, but the bundle is one zip file", file=str(out),
                               fix="give a file name such as autograder.zip")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, data, mode in entries:
-                info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-                info.external_attr = (stat.S_IFREG | mode) << 16  # executable scripts
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, data)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(out) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data, mode in entries:
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = (stat.S_IFREG | mode) << 16  # executable scripts
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
     return Bundle(out, out.stat().st_size, [name for name, _, _ in entries], wheel)
 
 
@@ -314,8 +308,8 @@ def run(root: Path = GRADESCOPE_ROOT) -> dict[str, Any]:
         detail = f"{type(error).__name__}: {error}"
         print(f"secureml run-autograder: the grader failed: {detail}")
         results = gradescope_grader_failure(detail, execution_time_s=time.monotonic() - started)
-    write_text_atomically(root / "results" / "results.json",
-                          json.dumps(results, allow_nan=False, indent=2, ensure_ascii=False) + "\n")
+    write_atomically(root / "results" / "results.json",
+                     json.dumps(results, allow_nan=False, indent=2, ensure_ascii=False) + "\n")
     return results
 
 

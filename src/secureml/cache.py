@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from secureml.files import write_atomically
 
 
 def default_cache_dir() -> Path:
@@ -87,7 +88,7 @@ class Cache:
         from safetensors.numpy import save
 
         blob = save({name: np.ascontiguousarray(value) for name, value in arrays.items()})
-        self._write_atomic(self.path(kind, key, "safetensors"), blob)
+        write_atomically(self.path(kind, key, "safetensors"), blob)
 
     # ------------------------------------------------------------------ json
 
@@ -106,20 +107,7 @@ class Cache:
 
     def save_json(self, kind: str, key: str, value: Any) -> None:
         if self.enabled and not self.read_only:
-            self._write_atomic(self.path(kind, key, "json"), json.dumps(value).encode())
-
-    # ------------------------------------------------------------------ helpers
-
-    def _write_atomic(self, path: Path, blob: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(blob)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+            write_atomically(self.path(kind, key, "json"), json.dumps(value).encode())
 
     def summary(self) -> dict[str, dict[str, int]]:
         kinds = sorted(set(self.hits) | set(self.misses))

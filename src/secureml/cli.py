@@ -365,8 +365,9 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
         no_cache, as_json) -> None:
     """Run a lab: build the victim, run the attack, run your mitigation, and score it.
 
-    Graded runs also meet an automatic variant you never see; --variant auto draws one of
-    your own, so you can check that a defence generalises before you submit it.
+    Graded runs may also meet an automatic variant you never see (`grade --variant auto`);
+    --variant auto draws one of your own, so you can check that a defence generalises
+    before you submit it.
 
     \b
     Examples:
@@ -688,8 +689,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     # 49 s sleeping (its HopSkipJump queries one image at a time).
     if jobs > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from secureml import grade as grading
-    from secureml import gradebook, report, scenario
+    from secureml import gradebook, grading, report, scenario
     from secureml.progress import NO_PROGRESS, RichProgress
     from secureml.sandbox import Limits
 
@@ -710,14 +710,14 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             automatic_variant=variant == "auto" or variant_seed is not None, variant_seed=variant_seed,
         )
         stage_progress = NO_PROGRESS if as_json else RichProgress()
-        bar = grading.NO_GRADE_PROGRESS if as_json else grading.RichGradeProgress()
+        bar = grading.NO_GRADE_PROGRESS if as_json else report.RichGradeProgress()
         with gradebook.Gradebook.open(db) as book:
             outcome = grading.grade_workshop(loaded, submissions, book, settings, hidden=variant,
                                              stage_progress=stage_progress, progress=bar)
             exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id,
                                       export_settings)
         if as_json:
-            click.echo(json.dumps(grading.report_json(outcome, gradebook_path=db, exported=exported), indent=2))
+            click.echo(json.dumps(report.report_json(outcome, gradebook_path=db, exported=exported), indent=2))
         else:
             out = report.console()
             for note in outcome.notes:  # "skipped NAME: ..." quotes trainees' file names
@@ -725,7 +725,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             if outcome.graded:
                 title = (f"secureml grade {loaded.id}" + (" (hidden variant)" if variant else "")
                          + (", each also on an automatic variant" if outcome.automatic_variant else ""))
-                out.print(grading.rows_table(outcome.graded, title))
+                out.print(report.rows_table(outcome.graded, title))
             counts = ", ".join(f"{status} {count}" for status, count in sorted(outcome.counts().items()))
             out.print(f"graded {len(outcome.graded)}" + (f" ({counts})" if counts else "")
                       + f", skipped {len(outcome.skipped)} already graded"
@@ -769,7 +769,6 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
       secureml gradebook --json | jq '.[] | {trainee, score, status}'
     """
     from secureml import gradebook, report
-    from secureml import grade as grading
 
     with _guard(as_json):
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
@@ -801,8 +800,8 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
         if not rows:
             out.print(f"The gradebook {report.safe_markup(str(db))} is empty.")
         for each in scenario_ids:
-            out.print(grading.rows_table([row for row in rows if row.scenario_id == each],
-                                         f"gradebook: {each}", show_graded_at=True))
+            out.print(report.rows_table([row for row in rows if row.scenario_id == each],
+                                        f"gradebook: {each}", show_graded_at=True))
         for path in exported:
             out.print(f"[dim]exported: {path}[/dim]")
 
@@ -942,7 +941,7 @@ def doctor(as_json: bool) -> None:
             else:
                 out.print(f"grade will isolate trainee code with [bold]{found.mode}[/bold].")
         if found.mode is None:
-            from secureml.grade import IsolationUnavailable
+            from secureml.grading import IsolationUnavailable
 
             sys.exit(IsolationUnavailable.exit_code)
 

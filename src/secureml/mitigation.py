@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secureml.errors import MitigationError
+from secureml.text import MAX_ERROR_CHARS, truncate
 
 if TYPE_CHECKING:
     pass
 
 RESULT_FORMAT = "secureml-result/1"
 MAX_HEADER_BYTES = 1 << 20
-MAX_ERROR_CHARS = 2000
 MAX_CONFIG_CHARS = 64 * 1024
 
 
@@ -133,10 +133,8 @@ def describe_exception(error: BaseException, path: Path | None = None) -> str:
         ]
         if frames:
             line = f" ({Path(path).name}, line {frames[-1].lineno})"
-    message = str(error)
-    room = MAX_ERROR_CHARS - len(type(error).__name__) - len(line) - 2
-    if len(message) > room:
-        message = message[: max(0, room - 3)] + "..."  # cut the message, keep the location
+    # Cut the message, keep the location.
+    message = truncate(str(error), MAX_ERROR_CHARS - len(type(error).__name__) - len(line) - 2)
     return f"{type(error).__name__}: {message}{line}"
 
 
@@ -151,7 +149,7 @@ def encode_result(result: RawResult | None = None, *, status: str = "ok", error:
     metadata = {
         "format": RESULT_FORMAT,
         "status": status,
-        "error": error[:MAX_ERROR_CHARS],
+        "error": truncate(error, MAX_ERROR_CHARS),
         "config": json.dumps(result.config, allow_nan=False),
     }
     arrays = {name: np.ascontiguousarray(value) for name, value in result.arrays.items()}
@@ -182,7 +180,7 @@ def decode_result(blob: bytes | None, *, max_bytes: int) -> RawResult:
     if metadata.get("format") != RESULT_FORMAT:
         raise _invalid("the result is not in secureml's format")
     if metadata.get("status") == "error":
-        raise MitigationError(metadata.get("error", "")[:MAX_ERROR_CHARS] or "the mitigation failed",
+        raise MitigationError(truncate(metadata.get("error", ""), MAX_ERROR_CHARS) or "the mitigation failed",
                               status="error")
     if metadata.get("status") != "ok":
         raise _invalid("the result has an unknown status")

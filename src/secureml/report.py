@@ -1,4 +1,4 @@
-"""Terminal tables and results files. Only rich and the stdlib: this runs on the CLI's fast path."""
+"""Terminal tables, progress and results files. Only rich and the stdlib: this runs on the CLI's fast path."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from secureml.files import write_atomically
+from secureml.text import truncate
+
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from secureml.gradebook import GradeRow
+    from secureml.grading import GradeReport
     from secureml.runner import RunResult, SeedSummary
     from secureml.scenario import ScenarioBase
 
@@ -164,13 +171,103 @@ def print_seed_summary(summary: SeedSummary, out: Console, names: Iterable[str] 
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write JSON atomically, so an interrupted run never leaves half a results file."""
-    import os
-    import tempfile
+    return write_atomically(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=2, allow_nan=False)
-        stream.write("\n")
-    os.replace(temp, path)
-    return path
+
+# --------------------------------------------------------------------------- grading
+# Nothing here imports secureml.gradebook or secureml.grading but for type checking, not
+# even inside a function: this module is part of the code behind every cached victim
+# (secureml.api writes results with it), and the cache key follows imports
+# (versions.source_hash). Rows and reports come in as arguments; a status is compared by
+# its text (gradebook.Status is a str).
+
+
+class RichGradeProgress:
+    """One bar on stderr: done / total, with running and failed counts."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bars = Progress(
+            TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self._task: TaskID | None = None
+        self._failed = 0
+        self._done = 0
+
+    def _state(self, running: int) -> str:
+        failed = f"[red]{self._failed} failed[/red]" if self._failed else "0 failed"
+        return f"done {self._done} · running {running} · {failed}"
+
+    def start(self, total: int, workers: int) -> None:
+        # Started here, not around the whole run: rich shows one live display at a time,
+        # and the stage's own progress bars come first.
+        self._bars.start()
+        self._task = self._bars.add_task("grading", total=total, state=self._state(min(workers, total)))
+
+    def stop(self) -> None:
+        self._bars.stop()
+
+    def finished(self, row: GradeRow, running: int) -> None:
+        self._done += 1
+        if row.status != "ok":
+            self._failed += 1
+        assert self._task is not None, "finished() before start()"
+        self._bars.update(self._task, advance=1, state=self._state(running))
+
+
+_NOTE_CHARS = 48  # fits the table in an 80-column terminal
+
+
+def rows_table(rows: Iterable[GradeRow], title: str, *, show_graded_at: bool = False) -> Table:
+    """A rich table, one line per row: trainee, status, score, time and the first note.
+
+    Names, errors and notes come from trainees: every cell is a rich Text (never parsed as
+    markup) with control characters made visible (`safe_text`).
+    """
+    rows = sorted(rows, key=lambda r: (r.scenario_id, r.trainee))
+    table = Table(title=safe_text(title), title_justify="left")
+    # Every column but the note keeps its full width; the note is cut to what is left.
+    table.add_column("trainee", no_wrap=True,
+                     min_width=max([7, *(len(safe_text(r.trainee)) for r in rows)]))
+    table.add_column("status", no_wrap=True,
+                     min_width=max([6, *(len(r.status) + 9 * r.hidden_variant for r in rows)]))
+    table.add_column("score", justify="right", no_wrap=True, min_width=5)
+    table.add_column("time (s)", justify="right", no_wrap=True, min_width=8)
+    if show_graded_at:
+        table.add_column("graded at (UTC)", no_wrap=True, min_width=19)
+    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=_NOTE_CHARS)
+    for row in rows:
+        status = row.status + (" (hidden)" if row.hidden_variant else "")
+        score = "" if row.score is None else f"{row.score:.1f}"
+        note = (row.error or (row.feedback[0] if row.feedback else "")).strip().splitlines()
+        if row.flags:
+            # A flagged score (e.g. suspected gradient masking) is not final until a person looks.
+            note = [f"needs review: {row.flags[0]}"]
+        cells: list[Text | str] = [safe_cell(row.trainee), Text(status, style="" if row.status == "ok" else "red"),
+                                   score, f"{row.timings_s.get('total', 0.0):.1f}"]
+        if show_graded_at:
+            cells.append(row.graded_at[:19].replace("T", " "))
+        text = safe_text(note[0]) if note else ""  # cut after escaping: what the eye sees
+        cells.append(Text(truncate(text, _NOTE_CHARS, "…")))
+        table.add_row(*cells)
+    return table
+
+
+def report_json(report: GradeReport, *, gradebook_path: Path | None = None,
+                exported: Sequence[Path] = ()) -> dict[str, Any]:
+    return {
+        "scenario": report.scenario_id,
+        "hidden_variant": report.hidden_variant,
+        "automatic_variant": report.automatic_variant,
+        "isolation": report.isolation,
+        "gradebook": str(gradebook_path) if gradebook_path else None,
+        "counts": report.counts(),
+        "graded": [row.to_json() for row in sorted(report.graded, key=lambda r: (r.scenario_id, r.trainee))],
+        "skipped": [submission.trainee for submission in report.skipped],
+        "notes": list(report.notes),
+        "exported": [str(path) for path in exported],
+        "wall_s": round(report.wall_s, 3),
+    }

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from secureml.families import family_of
 from secureml.families.base import Evaluation, RunContext
 from secureml.scenario import ScenarioBase
+from secureml.timing import Stopwatch
 from secureml.versions import environment, thread_count, versions
 
 
@@ -68,23 +67,6 @@ class RunResult:
 
 def _round(value: float) -> float:
     return round(float(value), 6)
-
-
-class Stopwatch:
-    def __init__(self) -> None:
-        self.durations: dict[str, float] = {}
-        self._started = time.perf_counter()
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.durations[name] = self.durations.get(name, 0.0) + time.perf_counter() - start
-
-    def total(self) -> dict[str, float]:
-        return {**self.durations, "total": time.perf_counter() - self._started}
 
 
 def prepare_stage(scenario: ScenarioBase, ctx: RunContext, watch: Stopwatch | None = None):

@@ -323,7 +323,7 @@ def run_sandboxed(
 
 # Scratch folders are named secureml-<kind>-<pid>-<start ticks>-<random>: the process that
 # made them and when it started, so that a later grader can tell whether its maker is alive
-# (`secureml.grade.sweep_leftovers`). They hold training sets and copies of submissions.
+# (`secureml.grading.workshop.sweep_leftovers`). They hold training sets and copies of submissions.
 _SCRATCH_KINDS = ("grade", "preflight", "submissions", "unsafe")
 SCRATCH_NAME = re.compile(rf"^secureml-(?:{'|'.join(_SCRATCH_KINDS)})-(\d+)-(\d+)-")
 

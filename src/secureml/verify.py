@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 from secureml.errors import ConfigError
+from secureml.files import write_atomically
 from secureml.scenario import ExpectedValue, ScenarioBase
 
 if TYPE_CHECKING:
@@ -347,8 +348,7 @@ def record(
             fix="move the expected: block to the end of the file",
         )
     head = text[: match.start()] if match else text.rstrip("\n") + "\n\n"
-    path.write_text(head + "\n".join(lines) + "\n")
-    return path
+    return write_atomically(path, head + "\n".join(lines) + "\n")
 
 
 def _flow(entry: ExpectedValue) -> str:
