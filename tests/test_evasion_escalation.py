@@ -22,6 +22,7 @@ from secureml.families.base import RunContext
 from secureml.families.evasion.escalation import smoothed_surrogate
 
 from conftest import REPO
+from test_evasion_masking import FAST_SUITE
 
 GAMING = REPO / "tests" / "gaming"
 
@@ -29,18 +30,7 @@ GAMING = REPO / "tests" / "gaming"
 # 50 HopSkipJump iterations (test_shipped_scenarios_escalate_with_at_least_the_issues_budgets).
 SMALL_ESCALATION = {"square_queries": 400, "hop_skip_jump_steps": 20, "surrogate_steps": 20, "surrogate_restarts": 1}
 
-LINF_SUITE = {
-    "subset": 60,
-    "batch_size": 64,
-    "attacks": [
-        {"name": "fgsm"},
-        {"name": "pgd", "steps": 10, "step_size": 0.075, "restarts": 1},
-        {"name": "autoattack", "steps": 10, "restarts": 1, "losses": ["ce", "dlr"]},
-        {"name": "square", "queries": 100},
-    ],
-    "curve": {"epsilons": [0.1, 0.3, 0.6], "steps": 5},
-    "eot_samples": 1,
-}
+LINF_SUITE = {**FAST_SUITE, "eot_samples": 1}  # deterministic models: one draw is enough
 L2_SUITE = {
     "subset": 60,
     "batch_size": 64,
