@@ -101,9 +101,11 @@ def test_staircase_weights_are_flagged_escalated_and_score_about_zero_linf(tmp_p
     assert evaluation.details["escalation"]["because"], "a masking check must have fired"
     # The staircase blinds PGD: the suite's own PGD leaves far more than the worst case.
     assert metrics["mitigated.robust_accuracy.pgd"] >= metrics["mitigated.robust_accuracy"] + 0.2
-    # The suite alone overestimates; the escalation brings robust accuracy to the victim's level.
+    # Worst case over the suite and the escalation: robust accuracy at the victim's level. Whether the
+    # suite's gradient-free members already got there (Square reached 0 in CI) or only the escalation
+    # did varies from machine to machine; the escalation never raises it.
     assert metrics["mitigated.robust_accuracy"] <= metrics["victim.robust_accuracy"] + 0.1
-    assert metrics["mitigated.robust_accuracy"] < metrics["mitigated.robust_accuracy_before_escalation"]
+    assert metrics["mitigated.robust_accuracy"] <= metrics["mitigated.robust_accuracy_before_escalation"]
     assert evaluation.score.total <= 10
     assert "escalation" in evaluation.details and evaluation.details["escalation"]["seconds"] > 0
     assert any("escalated on its own" in note for note in evaluation.feedback)
