@@ -453,6 +453,25 @@ def test_gradescope_results_have_required_fields() -> None:
         gradescope_results(make_row(), visibility="later")
 
 
+def test_gradescope_gives_each_factor_of_the_score_a_test_scored_by_its_share() -> None:
+    from secureml import scoring
+
+    score = scoring.der_calibrated(asr_none=0.99, ca_none=0.95, asr_mitigated=0.05, ca_mitigated=0.94,
+                                   asr_random=0.98, ca_random=0.94, asr_perfect=0.01, ca_perfect=0.95,
+                                   clean_dropped=0.02, max_clean_dropped=0.3, max_clean_accuracy_drop=0.05)
+    row = make_row(score=score.total, parts=score.parts)
+    results = gradescope_results(row)
+    factors = {t["name"]: t for t in results["tests"] if "max_score" in t and t["max_score"] == 1.0}
+    assert set(factors) == {f"score factor gained: {score.parts['gained']:.3f} of 1",
+                            f"score factor kept_clean: {score.parts['kept_clean']:.3f} of 1"}
+    shares = [t["score"] for t in factors.values()]
+    assert results["score"] == pytest.approx(100 * shares[0] * shares[1], abs=0.05)
+    assert all("score = 100 x gained x kept_clean" in t["output"] for t in factors.values())
+    # The anchors and raw drops stay informational: no points of their own.
+    others = [t for t in results["tests"][1:] if t not in factors.values()]
+    assert len(others) == len(score.parts) - 2 and not any("score" in t for t in others)
+
+
 def test_gradescope_export_writes_one_results_json_per_trainee(tmp_path: Path) -> None:
     rows = [make_row("alice"), make_row(".."), make_row("eve/../../x")]
     written = export(rows, "gradescope", tmp_path / "gradescope")

@@ -212,3 +212,24 @@ def test_api_score_never_rewards_more_leakage_or_a_worse_log_loss():
     by_log_loss = [api_score(identification=0.5, log_loss=value).total for value in (0.2, 0.25, 0.3, 0.33, 0.5)]
     assert by_leakage == sorted(by_leakage, reverse=True)
     assert by_log_loss == sorted(by_log_loss, reverse=True)
+
+
+# --------------------------------------------------------------------------- every method
+
+
+def test_every_method_scores_100_times_the_product_of_its_factors_which_gradescope_shows():
+    from secureml.gradebook.exports import SCORE_FACTORS
+    from secureml.scoring import robust_accuracy_calibrated
+
+    scores = [
+        score(asr_mitigated=0.2, ca_mitigated=0.93, clean_dropped=0.05),
+        robust_accuracy_calibrated(ra_none=0.05, ra_mitigated=0.6, ca_none=0.98, ca_mitigated=0.96,
+                                   target_robust_accuracy=0.9, max_clean_accuracy_drop=0.1),
+        inversion_calibrated(**WHITE_BOX, attack_accuracy_mitigated=0.4, utility_mitigated=0.88),
+        api_score(identification=0.6, accuracy=0.93, log_loss=0.3),
+    ]
+    for result in scores:
+        factors = [value for name, value in result.parts.items() if name in SCORE_FACTORS]
+        assert len(factors) == 2, (result.method, sorted(result.parts))
+        assert 0 < result.total < 100
+        assert result.total == pytest.approx(100 * math.prod(factors)), result.method

@@ -260,6 +260,15 @@ GRADESCOPE_VISIBILITIES = ("hidden", "after_due_date", "after_published", "visib
 # leaderboard entry "desc" (higher is better) unless told otherwise.
 _SMALLER_IS_BETTER_PARTS = frozenset({"ca_drop", "clean_accuracy_drop", "utility_drop"})
 
+# The parts whose product is the score: every method in secureml.scoring scores
+# 100 x (what the defence gained or removed) x (what it kept). tests/test_scoring.py holds
+# each method to it. The others (anchors, raw drops) explain the factors.
+SCORE_FACTORS = frozenset({
+    "gained", "kept_clean",  # der-calibrated (poisoning)
+    "robust_gained", "clean_kept",  # robust-accuracy-calibrated (evasion)
+    "leakage_removed", "utility_kept", "usefulness",  # inversion-calibrated, inversion-api-calibrated
+})
+
 
 def trainee_report(row: GradeRow, *, detailed: bool = True) -> str:
     """What a trainee reads about their row: score or status, the error they may see, and
@@ -294,9 +303,11 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible",
 
     The form follows Gradescope's "Autograder Specifications" (output format): a
     top-level `score`, which overrides the sum of the tests; the trainee's report as the
-    top-level `output`; one test with the score and the full report; then one
-    informational test per score part (no score of its own: the spec's "informational
-    checks"), and the score and its parts as `leaderboard` entries. Every text field is
+    top-level `output`; one test with the score and the full report; then one test per
+    factor of the score (the score is 100 times their product) scored by its share out of
+    1, one informational test per other part (no score of its own: the spec's
+    "informational checks"), and the score and its parts as `leaderboard` entries. The
+    top-level score overrides the tests' sum, as the spec says. Every text field is
     marked `"text"` format, because Gradescope renders the top-level output as HTML by
     default and feedback may quote the trainee's own strings. Flags, hashes and versions
     go to `extra_data`, which the spec describes only as data to be stored, not shown. An
@@ -325,17 +336,10 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible",
         "output_format": "text",
         "visibility": visibility,
     }
-    part_tests = [
-        {
-            "name": f"score part {name} = {value:.4f}",
-            "name_format": "text",
-            "output": f"{name} = {value:.6g}: one part of the score (`secureml show "
-                      f"{row.scenario_id}` shows how the parts make the score).",
-            "output_format": "text",
-            "visibility": visibility,
-        }
-        for name, value in sorted(row.parts.items())
-    ]
+    factors = sorted(name for name in row.parts if name in SCORE_FACTORS)
+    product = " x ".join(["100", *factors])
+    part_tests = [_gradescope_part_test(row, name, value, factors, product, visibility)
+                  for name, value in sorted(row.parts.items())]
     leaderboard = [{"name": "score", "value": points, "order": "desc"}]
     leaderboard += [
         {"name": name, "value": round(value, 6),
@@ -369,6 +373,29 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible",
     if execution_time_s is not None:
         results["execution_time"] = round(execution_time_s)  # whole seconds, as in the spec
     return results
+
+
+def _gradescope_part_test(row: GradeRow, name: str, value: float, factors: list[str], product: str,
+                          visibility: str) -> dict[str, Any]:
+    """A factor of the score as a test scored by its share (0..1, the score is their product
+    times 100); any other part as an informational test with no score of its own."""
+    test: dict[str, Any] = {"name_format": "text", "output_format": "text", "visibility": visibility}
+    if name in factors:
+        share = min(1.0, max(0.0, value))
+        test.update(
+            name=f"score factor {name}: {share:.3f} of 1",
+            score=round(share, 4),
+            max_score=1.0,
+            output=f"score = {product}; {name} = {share:.4f} of 1 (`secureml show {row.scenario_id}` "
+                   f"shows how it is measured).",
+        )
+    else:
+        test.update(
+            name=f"score part {name} = {value:.4f}",
+            output=f"{name} = {value:.6g}: what the score's factors are made of (`secureml show "
+                   f"{row.scenario_id}` shows the formula).",
+        )
+    return test
 
 
 def gradescope_grader_failure(detail: str, *, execution_time_s: float | None = None) -> dict[str, Any]:
