@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,25 @@ def pytest_unconfigure(config):
             "(`secureml doctor` checks the rest).",
             yellow=True, bold=True,
         )
+
+
+# What a clone holds besides the project's files (.gitignore); left out of the copy we build from.
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist",
+                                    ".pytest_cache", "out", "results", "*.db", "*.db-*")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> dict[str, Path]:
+    """The sdist and the wheel built from it, as `python -m build` makes them (once a session).
+
+    Built from a copy: setuptools lays out the sdist's tree and the egg-info inside the
+    source folder, which must not touch (or race with) the checkout."""
+    source = tmp_path_factory.mktemp("source") / "secureml"
+    shutil.copytree(REPO, source, ignore=NOT_SOURCE)
+    outdir = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(outdir), str(source)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"wheel": next(outdir.glob("*.whl")), "sdist": next(outdir.glob("*.tar.gz"))}

@@ -24,7 +24,6 @@ from secureml.cli import cli
 from secureml.gradebook import Gradebook
 
 from conftest import REPO, VARIANT_SEED
-from test_package import built  # noqa: F401 - the session's wheel, as `make wheel` builds it
 
 # Gradescope's results.json, written from its autograder specification
 # (gradescope-autograders.readthedocs.io/en/latest/specs/, "Output Format"). Strict: a
@@ -92,7 +91,7 @@ def check_results(path: Path) -> dict:
 # --------------------------------------------------------------------------- the bundle
 
 
-def test_the_bundle_holds_setup_run_autograder_the_wheel_the_scenario_and_the_hidden_variant(built, tmp_path):  # noqa: F811
+def test_the_bundle_holds_setup_run_autograder_the_wheel_the_scenario_and_the_hidden_variant(built, tmp_path):
     out = tmp_path / "autograder.zip"
     hidden = REPO / "scenarios" / "hidden" / "poisoning-01.yaml"
     result = CliRunner().invoke(cli, ["autograder", "poisoning-01", "--out", str(out), "--wheel",
@@ -168,7 +167,7 @@ def test_the_fallback_of_run_autograder_is_a_valid_results_json(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def installed(built) -> Path:  # noqa: F811
+def installed(built) -> Path:
     """What setup.sh does, without Gradescope's image: the wheel installed in a fresh venv
     (its dependencies read from this venv through a .pth line), in a folder the sandbox's
     unused uid can read (pytest's own temporary folders are 0700)."""
@@ -219,7 +218,7 @@ def run_on_gradescope(bundle: Path, submission: Path, venv: Path, tmp_path: Path
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None,
                     reason="binding a tree at /autograder needs root and bubblewrap")
 def test_run_autograder_grades_reference_starter_and_a_syntax_error_like_secureml_grade(
-        built, installed, tmp_path):  # noqa: F811
+        built, installed, tmp_path):
     bundle = tmp_path / "autograder.zip"
     result = CliRunner().invoke(cli, ["autograder", "poisoning-01", "--out", str(bundle),
                                       "--wheel", str(built["wheel"]), "--variant-seed", str(VARIANT_SEED)])
