@@ -149,10 +149,10 @@ def build_bundle(scenario: ScenarioBase, out: Path, *, wheel: Path, hidden: Path
                  settings: AutograderSettings = AutograderSettings()) -> Bundle:
     """Write the Gradescope autograder zip for `scenario` (and its hidden variant) to `out`."""
     from secureml.datasets import DATASETS
-    from secureml.scenario import apply_overrides
+    from secureml.loader import apply_overrides
 
     if scenario.source is None:
-        raise AutograderError("the scenario was not loaded from a file", fix="load it with scenario.load")
+        raise AutograderError("the scenario was not loaded from a file", fix="load it with secureml.loader.load")
     if not DATASETS[scenario.dataset.name].bundled:
         raise AutograderError(
             f"the scenario uses the dataset '{scenario.dataset.name}', which is not bundled with "
@@ -276,7 +276,7 @@ def _read_config(root: Path) -> _Config:
 
 def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     """Build the graded scenario's stage and its automatic variant's into the cache (setup.sh, once)."""
-    from secureml import scenario
+    from secureml import loader
     from secureml.cache import Cache
     from secureml.families.base import RunContext
     from secureml.progress import RichProgress
@@ -284,8 +284,8 @@ def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     from secureml.variants import draw_variant
 
     config = _read_config(Path(root))
-    loaded = scenario.load(config.scenario_file)
-    graded = scenario.apply_overrides(loaded, config.hidden_file) if config.hidden_file else loaded
+    loaded = loader.load(config.scenario_file)
+    graded = loader.apply_overrides(loaded, config.hidden_file) if config.hidden_file else loaded
     ctx = RunContext(cache=Cache(), progress=RichProgress())
     with ctx.progress:
         prepare_stage(graded, ctx)

@@ -139,13 +139,13 @@ def list_command(as_json: bool) -> None:
 
 
 def _print_scenarios(as_json: bool) -> None:
-    from secureml import report, scenario
+    from secureml import loader, report
     from secureml.api import list_labs
 
     if as_json:
         click.echo(json.dumps(list_labs(), indent=2))
     else:
-        report.console().print(report.scenario_table(scenario.load_all()))
+        report.console().print(report.scenario_table(loader.load_all()))
 
 
 @cli.command()
@@ -158,10 +158,10 @@ def show(scenario_id: str, as_json: bool) -> None:
     Example:
       secureml show poisoning-01
     """
-    from secureml import report, scenario
+    from secureml import loader, report
 
     with _guard(as_json):
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         described = {
             **report.scenario_summary(loaded),
             "atlas_mitigation_name": loaded.atlas.mitigation_name,
@@ -210,13 +210,13 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
     Example:
       secureml check scenarios/*.yaml
     """
-    from secureml import scenario
+    from secureml import loader
     from secureml.errors import ConfigError
 
     results = []
     for path in files:
         try:
-            loaded = scenario.load(path)
+            loaded = loader.load(path)
             problems = _lab_file_problems(loaded)
             if problems:
                 raise ConfigError(problems[0], file=str(path), field="mitigation")
@@ -275,14 +275,14 @@ def lab(scenario_id, folder, force, as_json) -> None:
       secureml lab poisoning-01
       secureml lab poisoning-01 ~/labs/backdoor --force
     """
-    from secureml import scenario
+    from secureml import loader
     from secureml.lab import write_lab
 
     with _guard(as_json):
         if scenario_id is None:
             _print_scenarios(as_json)
             return
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         written = write_lab(loaded, folder if folder is not None else Path(loaded.id), force=force)
         if as_json:
             click.echo(json.dumps(written.to_json(), indent=2))
@@ -377,10 +377,10 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
       secureml run poisoning-01 --mitigation solution.py --variant auto
       secureml run poisoning-01 --mitigation solution.py --variant-seed 42
     """
-    from secureml import report, runner, scenario
+    from secureml import loader, report, runner
 
     with _guard(as_json):
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         if variant_seed is not None or variant:
             if seed is not None:
                 raise click.UsageError("--seed and --variant both set the seed; choose the variant with --variant-seed N.")
@@ -462,13 +462,13 @@ def verify(scenario_ids, record, junit, instructor, seeds, data_root, device, th
       secureml verify poisoning-01 --seeds 5
       secureml verify poisoning-02 --record --seeds 5 --threads 1 --threads 2
     """
-    from secureml import paths, report, scenario, versions
+    from secureml import loader, paths, report, versions
     from secureml import verify as verifying
     from secureml.errors import VerifyDrift
 
     with _guard(as_json):
         paths.use_instructor_dir(instructor)
-        scenarios = [scenario.load(s) for s in scenario_ids] if scenario_ids else scenario.load_all()
+        scenarios = [loader.load(s) for s in scenario_ids] if scenario_ids else loader.load_all()
         for loaded in scenarios:
             paths.require_solution(loaded)  # before any run: one clear message, nothing faked
         thread_counts = tuple(dict.fromkeys(threads)) or (None,)
@@ -689,7 +689,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     # 49 s sleeping (its HopSkipJump queries one image at a time).
     if jobs > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from secureml import gradebook, grading, report, scenario
+    from secureml import gradebook, grading, loader, report
     from secureml.progress import NO_PROGRESS, RichProgress
     from secureml.sandbox import Limits
 
@@ -698,8 +698,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
         # Read the roster first: a bad roster is found before the grading, not after it.
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
-        loaded = scenario.load(scenario_id)
-        variant = scenario.apply_overrides(loaded, hidden) if hidden else None
+        loaded = loader.load(scenario_id)
+        variant = loader.apply_overrides(loaded, hidden) if hidden else None
         if grading.resolve_isolation(unsafe):
             from secureml.sandbox import isolation_problem
 
@@ -848,10 +848,10 @@ def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel
       secureml autograder poisoning-01 --hidden scenarios/hidden/poisoning-01.yaml --visibility after_published
     """
     from secureml import autograder as bundles
-    from secureml import scenario
+    from secureml import loader
 
     with _guard(as_json):
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         if variant == "auto" and variant_seed is None:
             variant_seed = secrets.randbelow(2**62)  # kept in the bundle, shown to no trainee
         settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from secureml.cache import arrays_sha256
 from secureml.errors import DatasetError
 from secureml.paths import bundled_dir
 
@@ -313,14 +314,6 @@ def stratified_split(labels, first_size: int, second_size: int, rng, *, dataset:
         first.append(members[:need_first])
         second.append(members[need_first : need_first + need_second])
     return rng.permutation(np.concatenate(first)), rng.permutation(np.concatenate(second))
-
-
-def arrays_sha256(*arrays) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(str(array.dtype).encode() + str(array.shape).encode())
-        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
-    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -234,7 +234,7 @@ def grade_workshop(
 ) -> GradeReport:
     """Grade every new or changed submission of `submissions` and record each row as it finishes.
 
-    hidden: the scenario with hidden overrides applied (see `scenario.apply_overrides`).
+    hidden: the scenario with hidden overrides applied (see `loader.apply_overrides`).
     executor: how jobs run; by default one chosen from `settings.jobs`.
     stage_progress: a `secureml.progress.Progress` for building the shared stage.
     """
