@@ -59,7 +59,10 @@ def _top_level_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.Import
             yield from _top_level_imports(node.body)
 
 
-def _function_level_imports(tree: ast.Module) -> Iterator[tuple[ast.FunctionDef | ast.AsyncFunctionDef, ast.Import | ast.ImportFrom]]:
+Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _function_level_imports(tree: ast.Module) -> Iterator[tuple[Function, ast.Import | ast.ImportFrom]]:
     """Import statements inside function and method bodies (run only when called), each
     with the function it is in."""
     for node in ast.walk(tree):
@@ -134,7 +137,7 @@ def function_level_counts(source: Path = SOURCE) -> Counter[str]:
 
 def _secureml_function_level(source: Path = SOURCE) -> int:
     count = 0
-    for name, path in module_names(source).items():
+    for path in module_names(source).values():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for _, node in _function_level_imports(tree):
             target = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name

@@ -19,11 +19,10 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO, VARIANT_SEED
 from secureml import autograder
 from secureml.cli import cli
 from secureml.gradebook import Gradebook
-
-from conftest import REPO, VARIANT_SEED
 from test_package import built  # noqa: F401 - the session's wheel, as `make wheel` builds it
 
 # Gradescope's results.json, written from its autograder specification

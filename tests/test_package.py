@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO
 from secureml import paths, scenario
 from secureml.cli import cli
-
-from conftest import REPO
 
 SCENARIO_IDS = sorted(path.stem for path in (REPO / "scenarios").glob("*.yaml"))
 CONTENT = "secureml/_content/"

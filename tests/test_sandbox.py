@@ -899,7 +899,7 @@ def test_parallel_runs_are_independent_and_clean_up_their_cgroups(inputs_dir: Pa
 def test_unreadable_inputs_are_refused_with_a_clear_error(inputs_dir: Path) -> None:
     (inputs_dir / "model.bin").write_bytes(b"weights")
     (inputs_dir / "model.bin").chmod(0o600)
-    with pytest.raises(SandboxInputError, match="model.bin.*world-readable"):
+    with pytest.raises(SandboxInputError, match=r"model\.bin.*world-readable"):
         run("pass", inputs_dir)
 
 

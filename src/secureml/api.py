@@ -59,10 +59,11 @@ def run_lab(
     if seed is not None:
         loaded = loaded.with_seed(seed)
     folder = Path(out_dir) if out_dir is not None else Path("out") / loaded.id
-    ctx = RunContext(cache=Cache(), out_dir=folder,
-                     progress=NotebookProgress() if in_notebook() else RichProgress())
-    with ctx.progress:
-        result = runner.run(loaded, mitigation=mitigation, ctx=ctx)
+    progress = NotebookProgress() if in_notebook() else RichProgress()
+    ctx = RunContext(cache=Cache(), out_dir=folder, progress=progress)
+    with progress:
+        # runner.run takes a str path too (load_mitigation reads it), though its annotation says Path.
+        result = runner.run(loaded, mitigation=mitigation, ctx=ctx)  # type: ignore[arg-type]
     payload = result.to_json()
     path = report.write_json(folder / "results.json", payload)
     return LabResult(payload, path)

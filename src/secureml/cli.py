@@ -6,6 +6,7 @@ never load torch or ART.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import click
 
-from secureml import __version__
-from secureml.errors import SecuremlError
-from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES
+from secureml import __version__, gradebook
+from secureml.errors import ConfigError, SecuremlError, VerifyDrift
+from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES, ExportOptions
+from secureml.roster import load_roster
 
 EXAMPLES = """
 \b
@@ -42,7 +44,8 @@ class Failed(click.ClickException):
 
     def __init__(self, error: SecuremlError) -> None:
         super().__init__(error.message())
-        self.exit_code = error.exit_code
+        # click declares exit_code a ClassVar; a Failed carries the code of its own error.
+        self.exit_code = error.exit_code  # type: ignore[misc]
 
     def show(self, file=None) -> None:
         from secureml.report import safe_text
@@ -211,7 +214,6 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
       secureml check scenarios/*.yaml
     """
     from secureml import loader
-    from secureml.errors import ConfigError
 
     results = []
     for path in files:
@@ -237,8 +239,6 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
 
 def _lab_file_problems(loaded) -> list[str]:
     """The starter and the solution exist and define the function (parsed, never run)."""
-    import ast
-
     problems = []
     for role, path in (("starter", loaded.starter_path), ("solution", loaded.solution_path)):
         if not path.is_file():
@@ -343,7 +343,8 @@ _SHARED_OPTIONS = [
     click.option("--device", default="cpu", show_default=True,
                  help="cpu, cuda, or auto (CUDA when present)."),
     click.option("--no-cache", is_flag=True,
-                 help="Recompute victims and attacks instead of reusing them (the fresh results replace the cached ones)."),
+                 help="Recompute victims and attacks instead of reusing them "
+                 "(the fresh results replace the cached ones)."),
     click.option("--json", "as_json", is_flag=True, help="Print JSON only (no tables, no progress bars)."),
 ]
 run_options = _run_options(seed=True, seeds_help="Repeat over N seeds (seed, seed+1, ...) and report mean ± std.")
@@ -383,7 +384,9 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
         loaded = loader.load(scenario_id)
         if variant_seed is not None or variant:
             if seed is not None:
-                raise click.UsageError("--seed and --variant both set the seed; choose the variant with --variant-seed N.")
+                raise click.UsageError(
+                    "--seed and --variant both set the seed; choose the variant with --variant-seed N."
+                )
             from secureml import variants
 
             variant_seed = variants.trainee_variant_seed(loaded) if variant_seed is None else variant_seed
@@ -464,7 +467,6 @@ def verify(scenario_ids, record, junit, instructor, seeds, data_root, device, th
     """
     from secureml import loader, paths, report, versions
     from secureml import verify as verifying
-    from secureml.errors import VerifyDrift
 
     with _guard(as_json):
         paths.use_instructor_dir(instructor)
@@ -586,9 +588,6 @@ def _export_options(function):
 def _export_settings(roster_path: Path | None, assignment_id: str | None, assignment_title: str | None,
                      points: float):
     """The export options of the command line, the roster read and checked."""
-    from secureml.gradebook import ExportOptions
-    from secureml.roster import load_roster
-
     roster = load_roster(roster_path) if roster_path is not None else None
     return ExportOptions(roster=roster, assignment_id=assignment_id, assignment_title=assignment_title,
                          points=points)
@@ -596,8 +595,6 @@ def _export_settings(roster_path: Path | None, assignment_id: str | None, assign
 
 def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None,
                    options) -> list[Path]:
-    from secureml import gradebook
-
     if export_format is None:
         if output is not None:
             raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
@@ -669,9 +666,10 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     the grader. With --variant auto every submission also meets an automatic variant
     of the scenario (another seed and other secrets, drawn from a seed kept in the
     gradebook and shown to nobody), and its grade is the lower of the two scores. Each
-    row is stored as soon as it is graded; a re-run grades only new or changed submissions. Runs as
-    root or as a normal user (`secureml doctor` says how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
-    (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
+    row is stored as soon as it is graded; a re-run grades only new or changed submissions.
+    Runs as root or as a normal user (`secureml doctor` says how submissions will be
+    isolated). Exits 7 if trainee code cannot be isolated here (see --unsafe), 8 if the
+    grader itself failed on some submission (re-run to retry).
 
     \b
     Examples:
@@ -689,7 +687,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     # 49 s sleeping (its HopSkipJump queries one image at a time).
     if jobs > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from secureml import gradebook, grading, loader, report
+    from secureml import grading, loader, report
     from secureml.progress import NO_PROGRESS, RichProgress
     from secureml.sandbox import Limits
 
@@ -768,7 +766,7 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
       secureml gradebook --export moodle --roster roster.csv --output moodle.csv
       secureml gradebook --json | jq '.[] | {trainee, score, status}'
     """
-    from secureml import gradebook, report
+    from secureml import report
 
     with _guard(as_json):
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
@@ -937,7 +935,8 @@ def doctor(as_json: bool) -> None:
             out = report.console()
             out.print(table)
             if found.mode is None:
-                out.print(f"[red]grade cannot isolate trainee code here:[/red] {report.safe_markup(found.problem or '')}")
+                problem = report.safe_markup(found.problem or "")
+                out.print(f"[red]grade cannot isolate trainee code here:[/red] {problem}")
             else:
                 out.print(f"grade will isolate trainee code with [bold]{found.mode}[/bold].")
         if found.mode is None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from secureml import cgroups
 from secureml.seccomp import seccomp_program
 
-__all__ = ["Capabilities", "Check", "ROOT", "UNSAFE", "USER", "capabilities", "doctor_checks"]
+__all__ = ["ROOT", "UNSAFE", "USER", "Capabilities", "Check", "capabilities", "doctor_checks"]
 
 ROOT = "bubblewrap-root"
 USER = "bubblewrap-user"

@@ -12,7 +12,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -22,6 +22,10 @@ from secureml.errors import ConfigError, ConfigErrors
 from secureml.families import FAMILIES
 from secureml.scenario import ScenarioBase
 from secureml.text import truncate
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
 
 def load(id_or_path: str | Path) -> ScenarioBase:
     """Load and validate one scenario; raises ConfigError/ConfigErrors naming file and field."""
@@ -70,7 +74,7 @@ def _index_lines(node, prefix: tuple, lines: dict, duplicates: list, file: str) 
         seen: set = set()
         for key_node, value_node in node.value:
             key = key_node.value
-            path = prefix + (key,)
+            path = (*prefix, key)
             if key in seen:
                 duplicates.append(
                     ConfigError(
@@ -85,7 +89,7 @@ def _index_lines(node, prefix: tuple, lines: dict, duplicates: list, file: str) 
             _index_lines(value_node, path, lines, duplicates, file)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, prefix + (index,), lines, duplicates, file)
+            _index_lines(item, (*prefix, index), lines, duplicates, file)
 
 
 def validate(raw: Any, lines: Mapping[tuple, int], path: Path) -> ScenarioBase:
@@ -185,7 +189,7 @@ def _deep_merge(base: dict, update: Mapping) -> dict:
 # --------------------------------------------------------------------------- error text
 
 
-def _explain(item: dict, schema: type[BaseModel], raw: Any, lines, file: str) -> ConfigError:
+def _explain(item: ErrorDetails, schema: type[BaseModel], raw: Any, lines, file: str) -> ConfigError:
     """Turn one pydantic error into: file:line, dotted field, expected, found, fix."""
     loc = _strip_union_tags(schema, raw, tuple(item["loc"]))
     field = _dotted(loc)

@@ -61,8 +61,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secureml import isolation
-from secureml.isolation import fresh_uid, setpriv_args, system_bind_args
 from secureml.cgroups import CgroupPlan, RunCgroup, process_start_ticks
+from secureml.isolation import fresh_uid, setpriv_args, system_bind_args
+from secureml.paths import PACKAGED_CONTENT
 from secureml.proctree import ProcessTree, TreeSample
 from secureml.seccomp import seccomp_program
 
@@ -363,8 +364,6 @@ def _hide_packaged_content() -> list[str]:
     every poisoned sample, or train on the test images. A checkout keeps them outside
     the package, where the sandbox never sees them.
     """
-    from secureml.paths import PACKAGED_CONTENT
-
     content = Path(__file__).parent / PACKAGED_CONTENT
     if not content.is_dir():
         return []
@@ -885,8 +884,9 @@ class _Run:
         for fd in streams:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
+        pidfd: int | None
         try:
-            pidfd: int | None = os.pidfd_open(proc.pid)
+            pidfd = os.pidfd_open(proc.pid)
             selector.register(pidfd, selectors.EVENT_READ)
         except (AttributeError, OSError):
             pidfd = None  # no pidfd (old kernel): poll the process instead
@@ -1042,15 +1042,15 @@ class _Run:
                 signum, code = code - 128, None
         returncode = -signum if signum is not None else code
 
-        oom_kills = supervisor.group.oom_kills() if supervisor.group is not None else 0
-        if oom_kills:
+        group = supervisor.group
+        if group is not None and group.oom_kills():
             if code == 0:
                 # Only a helper process was killed; the command itself finished cleanly,
                 # so its result stands.
                 self._note(f"the OOM killer stopped a child process (limit {limits.memory_mb} MB)")
                 return "exited", returncode
             self.notes.insert(0, f"the kernel's OOM killer fired at the {limits.memory_mb} MB limit "
-                                 f"of its cgroup v{supervisor.group.version} memory group")
+                                 f"of its cgroup v{group.version} memory group")
             return "memory", None
         if code != 0 and supervisor.cpu_s >= limits.effective_cpu_s:
             # The RLIMIT_CPU backstop (SIGXCPU) beat the supervisor's tick; the measured

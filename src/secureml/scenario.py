@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from secureml.datasets import DATASETS
+
 # Re-exported: loading errors were raised from here before the loader moved out.
 from secureml.errors import ConfigError as ConfigError
 from secureml.errors import ConfigErrors as ConfigErrors
