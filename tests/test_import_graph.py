@@ -19,8 +19,10 @@ def _import_graph_tool():
     return module
 
 
+tool = _import_graph_tool()
+
+
 def test_secureml_modules_import_each_other_without_a_cycle():
-    tool = _import_graph_tool()
     graph = tool.import_graph()
     assert "secureml.scenario" in graph and "secureml.loader" in graph, "the graph missed the package"
     assert tool.cycles(graph) == []
@@ -29,12 +31,10 @@ def test_secureml_modules_import_each_other_without_a_cycle():
 def test_no_import_inside_a_function_hides_a_cycle():
     """A function-level import that closes a circle still ties the modules together; only a
     module's `__getattr__` (an old name resolved on first use) may point back."""
-    tool = _import_graph_tool()
     assert tool.cycles(tool.import_graph(function_level=True)) == []
 
 
 def test_the_scenario_schema_imports_neither_its_loader_nor_the_families():
-    tool = _import_graph_tool()
     graph = tool.import_graph(function_level=True)
     reachable, todo = set(), ["secureml.scenario"]
     while todo:
@@ -45,6 +45,5 @@ def test_the_scenario_schema_imports_neither_its_loader_nor_the_families():
 
 
 def test_the_cycle_finder_finds_a_cycle_through_three_modules():
-    tool = _import_graph_tool()
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert tool.cycles(graph) == [["a", "b", "c"]]
