@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast verify bench wheel clean bubblewrap
+.PHONY: demo test test-fast lint verify bench wheel clean bubblewrap
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP) bubblewrap
 
 test-fast: $(STAMP) bubblewrap
 	$(BIN)/python -m pytest -m "not slow"
+
+# Lint and type checks (configured in pyproject.toml); .ci/run runs them before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench labs
+	$(BIN)/mypy
 
 # The sdist and the wheel to hand to trainees: no solution, no hidden variant (see setup.py).
 wheel: $(STAMP)

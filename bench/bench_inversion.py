@@ -27,9 +27,12 @@ def cli_times(scenario_id: str, cache: str, out: str) -> None:
     warm, second = run(scenario_id, None, cache, out)
     tried, third = run(scenario_id, solution, cache, out)
     print(f"secureml run {scenario_id}  (threads {first['threads']})")
-    print(f"  cold cache, no mitigation:     {cold:6.1f} s wall  score {first['score']:5.1f}  stages {first['timings_s']}")
-    print(f"  warm cache, no mitigation:     {warm:6.1f} s wall  score {second['score']:5.1f}  stages {second['timings_s']}")
-    print(f"  warm cache, reference solution: {tried:5.1f} s wall  score {third['score']:5.1f}  stages {third['timings_s']}")
+    for label, wall, result in (
+        ("cold cache, no mitigation:     ", cold, first),
+        ("warm cache, no mitigation:     ", warm, second),
+        ("warm cache, reference solution:", tried, third),
+    ):
+        print(f"  {label} {wall:5.1f} s wall  score {result['score']:5.1f}  stages {result['timings_s']}")
 
 
 def attack_times(cache: str) -> None:

@@ -56,7 +56,8 @@ def startup_figures(folder: Path) -> None:
     python = sys.executable
     for label, argv in (
         ("python -c 'import secureml'", [python, "-c", "import secureml"]),
-        ("secureml lab poisoning-01 DIR --force", [python, "-m", "secureml.cli", "lab", "poisoning-01", "lab", "--force"]),
+        ("secureml lab poisoning-01 DIR --force",
+         [python, "-m", "secureml.cli", "lab", "poisoning-01", "lab", "--force"]),
         ("secureml lab (list)", [python, "-m", "secureml.cli", "lab"]),
     ):
         wall, cpu = timed(argv, folder)

@@ -19,11 +19,10 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO, VARIANT_SEED
 from secureml import autograder
 from secureml.cli import cli
 from secureml.gradebook import Gradebook
-
-from conftest import REPO, VARIANT_SEED
 
 # Gradescope's results.json, written from its autograder specification
 # (gradescope-autograders.readthedocs.io/en/latest/specs/, "Output Format"). Strict: a

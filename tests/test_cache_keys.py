@@ -72,12 +72,15 @@ def test_editing_the_trainer_in_a_copy_of_the_package_makes_the_next_run_train_a
 
 
 def test_source_hash_follows_imports_inside_functions_but_not_type_checking_ones():
-    evasion = {path.relative_to(versions.PACKAGE_DIR).as_posix() for path in versions.source_files("secureml.families.evasion")}
+    evasion = {
+        path.relative_to(versions.PACKAGE_DIR).as_posix() for path in versions.source_files("secureml.families.evasion")
+    }
     # Every file of the named package, and what they import lazily (art_bridge, randomness).
     assert {"families/evasion/attacks.py", "families/evasion/pipeline.py", "art_bridge.py", "randomness.py"} <= evasion
     assert {"models.py", "cache.py", "datasets.py", "scoring.py", "__init__.py", "families/__init__.py"} <= evasion
     # Not what only the CLI and the grader use, nor the other families' code.
-    assert not {"cli.py", "grading/job.py", "gradebook/store.py", "sandbox.py", "families/poisoning/family.py"} & evasion
+    elsewhere = {"cli.py", "grading/job.py", "gradebook/store.py", "sandbox.py", "families/poisoning/family.py"}
+    assert not elsewhere & evasion
 
 
 def test_every_cached_artefact_key_names_the_code_that_computes_it():
@@ -99,6 +102,9 @@ def test_every_cached_artefact_key_names_the_code_that_computes_it():
 
 
 def test_reading_the_cpu_imports_no_torch():
-    code = "import sys; from secureml import versions; c = versions.cpu(); print('torch' in sys.modules, bool(c['model']))"
+    code = (
+        "import sys; from secureml import versions; c = versions.cpu(); "
+        "print('torch' in sys.modules, bool(c['model']))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "True"], result.stderr

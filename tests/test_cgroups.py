@@ -36,7 +36,8 @@ def _v2_mountinfo(point: Path, root: str = "/") -> str:
 def _v1_mountinfo(base: Path) -> str:
     lines = []
     for index, controller in enumerate(("cpu", "cpuacct", "memory", "pids", "freezer")):
-        lines.append(f"{32 + index} 31 0:{29 + index} / {base / controller} rw,relatime - cgroup cgroup rw,{controller}")
+        mount = f"{base / controller} rw,relatime - cgroup cgroup rw,{controller}"
+        lines.append(f"{32 + index} 31 0:{29 + index} / {mount}")
     lines.append(f"41 31 0:38 / {base / 'unified'} rw,relatime - cgroup2 cgroup2 rw")
     return "\n".join(lines) + "\n"
 

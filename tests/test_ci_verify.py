@@ -29,7 +29,8 @@ THREADS = (1, 2)
 
 def _verify_from_scratch(threads: int, junit: Path, cache: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "secureml.cli", "verify", "--no-cache", "--threads", str(threads), "--junit", str(junit)],
+        [sys.executable, "-m", "secureml.cli", "verify", "--no-cache",
+         "--threads", str(threads), "--junit", str(junit)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

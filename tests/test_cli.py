@@ -9,14 +9,17 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from secureml.cli import cli
-
 from conftest import REPO
+from secureml.cli import cli
 
 HEAVY = ("torch", "torchvision", "art", "matplotlib", "sklearn")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["show", "poisoning-01"], ["check", "scenarios/poisoning-01.yaml"], ["--version"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["list"], ["list", "--json"], ["show", "poisoning-01"], ["check", "scenarios/poisoning-01.yaml"],
+     ["--version"]],
+)
 def test_fast_commands_import_no_torch_or_art(args):
     """`--help`, `list`, `show` and `check` must stay instant (bench/bench_cli.py times them)."""
     probe = (

@@ -10,18 +10,17 @@ import struct
 import numpy as np
 import pytest
 
+from conftest import REPO
 from secureml import datasets
 from secureml.datasets import DATASETS, load_split, stratified_split
 from secureml.errors import DatasetError
 from secureml.scenario import DatasetConfig
 
-from conftest import REPO
-
 
 def test_mnist_5k_is_real_mnist_500_per_class_in_unit_range():
     pool = DATASETS["mnist-5k"].load(None)
     assert pool.x_train.shape == (5000, 1, 28, 28) and pool.x_train.dtype == np.float32
-    assert 0.0 == pool.x_train.min() and pool.x_train.max() == 1.0
+    assert pool.x_train.min() == 0.0 and pool.x_train.max() == 1.0
     assert np.bincount(pool.y_train).tolist() == [500] * 10
 
 

@@ -12,11 +12,10 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO
 from secureml import isolation
 from secureml.cgroups import CgroupPlan
 from secureml.cli import cli
-
-from conftest import REPO
 
 CHECK_NAMES = {"platform", "user", "bubblewrap", "user namespaces", "seccomp", "cgroups", "isolation"}
 

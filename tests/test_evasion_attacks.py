@@ -178,4 +178,5 @@ def test_masking_flags_fire_on_their_red_flags_and_stay_quiet_otherwise():
     epsilons = [0.1, 0.2, 0.3]
     assert checks.accuracy_does_not_fall(epsilons, [0.5, 0.7, 0.0], tolerance=0.03, largest_epsilon_accuracy=0.1)
     assert checks.accuracy_does_not_fall(epsilons, [0.9, 0.8, 0.6], tolerance=0.03, largest_epsilon_accuracy=0.1)
-    assert checks.accuracy_does_not_fall(epsilons, [0.9, 0.5, 0.02], tolerance=0.03, largest_epsilon_accuracy=0.1) is None
+    falls = checks.accuracy_does_not_fall(epsilons, [0.9, 0.5, 0.02], tolerance=0.03, largest_epsilon_accuracy=0.1)
+    assert falls is None

@@ -16,12 +16,11 @@ import pytest
 import torch
 import yaml
 
+from conftest import REPO
 from secureml import runner, scenario
 from secureml.cache import Cache
 from secureml.families.base import RunContext
 from secureml.families.evasion.escalation import smoothed_surrogate
-
-from conftest import REPO
 from test_evasion_masking import FAST_SUITE
 
 GAMING = REPO / "tests" / "gaming"

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO
 from secureml import runner, scenario
 from secureml.cache import Cache
 from secureml.families.base import RunContext
-
-from conftest import REPO
 
 FAST_SUITE = {
     "subset": 60,

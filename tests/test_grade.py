@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO, VARIANT_SEED, secureml
 from secureml import isolation, sandbox, scenario
 from secureml.cli import GRADE_EXPORT_FORMATS, cli
 from secureml.errors import ConfigError
@@ -49,8 +50,6 @@ from secureml.grading import submissions as grading_submissions
 from secureml.grading import workshop as grading_workshop
 from secureml.roster import load_roster
 from secureml.sandbox import Limits, isolation_mode
-
-from conftest import REPO, VARIANT_SEED, secureml
 
 PAYLOADS = Path(__file__).resolve().parent / "grade_payloads"
 MODE = isolation_mode()
@@ -648,7 +647,8 @@ def test_hidden_variant_is_recorded_as_such_not_its_contents(poisoning, session_
     (tmp_path / "roster.csv").write_text("trainee,name,lms_id,sis_user_id,sis_login_id,section,email\n"
                                          "alice,Alice,1,S-1,alice,A,alice@example.edu\n")
     for fmt, spec in EXPORT_FORMATS.items():
-        options = ExportOptions(roster=load_roster(tmp_path / "roster.csv")) if "roster" in spec.options else ExportOptions()
+        needs_roster = "roster" in spec.options
+        options = ExportOptions(roster=load_roster(tmp_path / "roster.csv")) if needs_roster else ExportOptions()
         for path in export(rows.values(), fmt, tmp_path / "exports" / fmt, options):
             written += path.read_bytes()
     assert secret_hint.encode() not in written and secret_drop.encode() not in written
@@ -710,7 +710,9 @@ def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, ses
 
 
 def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path, monkeypatch):
-    monkeypatch.setattr(grading_workshop, "isolation_problem", lambda: "bwrap is not installed (Debian package bubblewrap)")
+    monkeypatch.setattr(
+        grading_workshop, "isolation_problem", lambda: "bwrap is not installed (Debian package bubblewrap)"
+    )
     with pytest.raises(IsolationUnavailable, match="--unsafe"):
         grading_workshop.resolve_isolation(unsafe=False)
     assert grading_workshop.resolve_isolation(unsafe=True) is True
@@ -846,7 +848,7 @@ def test_gradebook_command_shows_and_exports_without_running_anything(tmp_path):
 
 
 def test_cli_export_choices_match_the_gradebook_formats():
-    assert GRADE_EXPORT_FORMATS == tuple(EXPORT_FORMATS)
+    assert tuple(EXPORT_FORMATS) == GRADE_EXPORT_FORMATS
 
 
 @pytest.mark.parametrize("command", ["grade", "gradebook"])

@@ -234,7 +234,7 @@ def test_rows_that_cannot_be_stored_honestly_are_rejected_with_a_reason(
 
 
 def test_a_failed_submission_cannot_carry_a_score() -> None:
-    with pytest.raises(InvalidGradeRowError, match="score is 50.0 although status is 'timeout'"):
+    with pytest.raises(InvalidGradeRowError, match=r"score is 50\.0 although status is 'timeout'"):
         replace(make_row(status="timeout"), score=50.0)
 
 
@@ -329,7 +329,7 @@ def test_a_gradebook_from_a_newer_secureml_is_refused(gradebook_path: Path) -> N
     database = sqlite3.connect(gradebook_path)
     database.execute("PRAGMA user_version = 99")
     database.close()
-    with pytest.raises(GradebookTooNewError, match="schema version 99.*Upgrade secureml"):
+    with pytest.raises(GradebookTooNewError, match=r"schema version 99.*Upgrade secureml"):
         Gradebook.open(gradebook_path)
 
 
@@ -544,14 +544,14 @@ def test_every_export_format_writes_files(tmp_path: Path) -> None:
 
 
 def test_unknown_export_format_lists_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(UnknownExportFormatError, match="csv.*json.*gradescope.*html"):
+    with pytest.raises(UnknownExportFormatError, match=r"csv.*json.*gradescope.*html"):
         export([make_row()], "xlsx", tmp_path / "grades.xlsx")
 
 
 def test_one_scenario_exports_refuse_rows_from_several_scenarios(tmp_path: Path) -> None:
     rows = [make_row("alice"), make_row("alice", scenario_id="evasion-01")]
     for fmt in ("csv", "gradescope", "html"):
-        with pytest.raises(GradebookError, match="evasion-01, poisoning-01.*latest"):
+        with pytest.raises(GradebookError, match=r"evasion-01, poisoning-01.*latest"):
             export(rows, fmt, tmp_path / f"out-{fmt}")
     assert len(json.loads(render_json(rows))) == 2  # JSON is happy to hold several
 

@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO, run_json
 from secureml import runner, scenario
 from secureml.cache import Cache
 from secureml.errors import MitigationError
 from secureml.families.base import RunContext
 from secureml.families.inversion.family import closing_hint
 from secureml.scoring import Score
-
-from conftest import REPO, run_json
 
 SHIPPED = ["inversion-01", "inversion-02"]
 GAMING = REPO / "tests" / "gaming"
@@ -229,7 +228,9 @@ def test_an_api_answering_nan_logits_or_the_wrong_shape_is_an_invalid_result(que
 @pytest.mark.parametrize(
     ("model", "problem"),
     [
-        pytest.param("nn.Sequential(nn.Flatten(), nn.Linear(64, tools.num_classes))", "architecture", id="a-linear-model"),
+        pytest.param(
+            "nn.Sequential(nn.Flatten(), nn.Linear(64, tools.num_classes))", "architecture", id="a-linear-model"
+        ),
         pytest.param("tools.new_model().double()", "float64", id="double-precision"),
     ],
 )

@@ -9,9 +9,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from secureml.cli import cli
-
 from conftest import REPO
+from secureml.cli import cli
 
 HEAVY = ("torch", "torchvision", "art", "matplotlib", "sklearn", "numpy")
 
@@ -26,7 +25,8 @@ def test_lab_writes_the_handout_starter_pictures_and_notebook_and_prints_the_nex
     result = CliRunner().invoke(cli, ["lab", "poisoning-01"])
     assert result.exit_code == 0, result.output
     folder = in_tmp / "poisoning-01"
-    assert sorted(path.name for path in folder.iterdir()) == ["README.md", "mitigation.py", "notebook.ipynb", "triggers.png"]
+    written = sorted(path.name for path in folder.iterdir())
+    assert written == ["README.md", "mitigation.py", "notebook.ipynb", "triggers.png"]
     for name in ("README.md", "mitigation.py", "triggers.png", "notebook.ipynb"):
         assert (folder / name).read_bytes() == (REPO / "labs/poisoning-01" / name).read_bytes()
     assert "secureml run poisoning-01 --mitigation poisoning-01/mitigation.py" in result.output

@@ -23,7 +23,6 @@ from secureml.gradebook import (
     render_canvas,
 )
 from secureml.roster import ROSTER_COLUMNS, load_roster
-
 from test_gradebook import make_row
 
 ROSTER = (
@@ -111,7 +110,7 @@ def test_moodle_export_keeps_each_grade_with_its_feedback(course, tmp_path):
         # An identity no Moodle user has: Moodle stops the import on it, by name.
         "'=cmd,not in the roster: =cmd,not in the roster: =cmd,10.00,Score: 100.0 / 100.0\r\n"
     )
-    assert list(csv.reader(io.StringIO(output.read_text(encoding="utf-8"))))[0][:3] == list(MOODLE_STUDENT_COLUMNS)
+    assert next(csv.reader(io.StringIO(output.read_text(encoding="utf-8"))))[:3] == list(MOODLE_STUDENT_COLUMNS)
 
 
 def test_the_unlisted_trainees_name_is_neutralised_where_it_starts_a_cell(tmp_path):

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 import secureml
+from conftest import REPO, run_json
 from secureml.api import LabResult
 from secureml.errors import ConfigError, MitigationError
-
-from conftest import REPO, run_json
 
 
 def test_import_secureml_loads_no_torch():
@@ -137,7 +136,9 @@ def test_the_example_notebook_runs_in_a_real_kernel_and_shows_its_score(tmp_path
     notebook = nbformat.read(tmp_path / "lab/notebook.ipynb", as_version=4)
     shipped = len(notebook.cells)
     notebook.cells += [
-        nbformat.v4.new_code_cell("def sanitise(x, y, tools):\n    return x\n\nsecureml.run_lab('poisoning-01', sanitise)"),
+        nbformat.v4.new_code_cell(
+            "def sanitise(x, y, tools):\n    return x\n\nsecureml.run_lab('poisoning-01', sanitise)"
+        ),
         # run_lab draws NotebookProgress bars where in_notebook(); whether the run above drew
         # any depends on what the session's cache already held, so check both parts here.
         nbformat.v4.new_code_cell(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,10 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO
 from secureml import paths, scenario
 from secureml.cli import cli
-
-from conftest import REPO
 
 SCENARIO_IDS = sorted(path.stem for path in (REPO / "scenarios").glob("*.yaml"))
 CONTENT = "secureml/_content/"

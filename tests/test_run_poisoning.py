@@ -217,7 +217,8 @@ def test_every_trigger_kind_lands_in_its_box_wherever_it_is():
     grey = np.full((3, 1, 28, 28), 0.3, dtype=np.float32)
     # The public trigger is ART's own distance-2 pattern, so recorded results still hold.
     public = scenario.load("poisoning-01").attack.trigger
-    assert np.array_equal(apply_trigger(grey, public), add_pattern_bd(grey, distance=2, pixel_value=1.0, channels_first=True))
+    arts_pattern = add_pattern_bd(grey, distance=2, pixel_value=1.0, channels_first=True)
+    assert np.array_equal(apply_trigger(grey, public), arts_pattern)
     for kind, extra in [("pattern", {}), ("pixel", {}), ("square", {"size": 3, "pixel_value": 0.0}),
                         ("checker", {"size": 4}), ("blend", {"size": 6, "alpha": 0.2})]:
         trigger = TypeAdapter(Trigger).validate_python({"kind": kind, "row": 9, "col": 13, **extra})
@@ -225,13 +226,15 @@ def test_every_trigger_kind_lands_in_its_box_wherever_it_is():
         height, width = trigger.box()
         changed = np.argwhere((stamped != grey).any(axis=(0, 1)))
         assert len(changed), kind
-        assert changed.min(axis=0).tolist() >= [9, 13] and changed.max(axis=0).tolist() <= [8 + height, 12 + width], kind
+        assert changed.min(axis=0).tolist() >= [9, 13], kind
+        assert changed.max(axis=0).tolist() <= [8 + height, 12 + width], kind
 
 
 def test_a_dark_trigger_on_the_black_background_is_a_scenario_error_before_any_training(tmp_path):
     tiny = tmp_path / "poisoning-01.yaml"
     text = (REPO / "scenarios" / "poisoning-01.yaml").read_text().replace("../labs/", f"{REPO}/labs/")
-    text = text.replace("    pixel_value: 1.0", "    pixel_value: 0.0").replace("    row: 24\n    col: 24", "    row: 0\n    col: 0")
+    text = text.replace("    pixel_value: 1.0", "    pixel_value: 0.0")
+    text = text.replace("    row: 24\n    col: 24", "    row: 0\n    col: 0")
     tiny.write_text(text[: text.index("expected:")])
     result = secureml("run", str(tiny), "--no-cache", "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr

@@ -138,7 +138,7 @@ def test_child_runs_as_an_unprivileged_uid_without_capabilities(inputs_dir: Path
     # uid when a normal user grades. Never root.
     assert host_uids and len(set(host_uids[0])) == 1 and host_uids[0][0] != 0
     if MODE == isolation.ROOT:
-        assert host_uids[0][0] == seen["uid"] >= sandbox._SANDBOX_UID_MIN
+        assert host_uids[0][0] == seen["uid"] >= isolation._SANDBOX_UID_MIN
         assert seen["groups"] == [] and seen["gid"] != 0
     else:
         assert host_uids[0][0] == os.getuid()
@@ -221,7 +221,7 @@ def test_host_files_outside_the_binds_are_invisible(inputs_dir: Path) -> None:
         if needed:
             seen.pop(home, None)
     # /etc holds only the few files Python and glibc read, and they are readable.
-    assert set(seen.pop("etc")) <= {Path(name).name for name in sandbox._ETC_FILES}
+    assert set(seen.pop("etc")) <= {Path(name).name for name in isolation._ETC_FILES}
     assert seen.pop("passwd_readable") is True
     assert not any(seen.values()), seen
 
@@ -320,7 +320,7 @@ def test_the_sandbox_tree_appears_only_once_the_sandboxs_own_proc_is_in_place() 
     # once, while this was written). No signal is sent here: the tree is only looked at.
     read_end, write_end = os.pipe()
     command = ["bwrap", *(["--unshare-user"] if MODE == isolation.USER else []), "--unshare-pid",
-               "--die-with-parent", *sandbox.system_bind_args(), "--proc", "/proc", "--dev", "/dev",
+               "--die-with-parent", *isolation.system_bind_args(), "--proc", "/proc", "--dev", "/dev",
                "--info-fd", str(write_end), "--", "/usr/bin/sh", "-c", "sleep 1 & sleep 1"]
     bwrap = subprocess.Popen(command, pass_fds=[write_end])
     os.close(write_end)
@@ -899,7 +899,7 @@ def test_parallel_runs_are_independent_and_clean_up_their_cgroups(inputs_dir: Pa
 def test_unreadable_inputs_are_refused_with_a_clear_error(inputs_dir: Path) -> None:
     (inputs_dir / "model.bin").write_bytes(b"weights")
     (inputs_dir / "model.bin").chmod(0o600)
-    with pytest.raises(SandboxInputError, match="model.bin.*world-readable"):
+    with pytest.raises(SandboxInputError, match=r"model\.bin.*world-readable"):
         run("pass", inputs_dir)
 
 

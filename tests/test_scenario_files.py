@@ -10,11 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import REPO, secureml
 from secureml import scenario
 from secureml.cli import cli
 from secureml.errors import ConfigError
-
-from conftest import REPO, secureml
 
 SHIPPED = sorted((REPO / "scenarios").glob("*.yaml"))
 

@@ -18,11 +18,10 @@ import time
 
 import pytest
 
+from conftest import REPO
 from secureml.gradebook import Gradebook
 from secureml.report import json_for_terminal, safe_markup, safe_text
 from secureml.sandbox import isolation_mode
-
-from conftest import REPO
 from test_gradebook import make_row
 
 ESC = "\x1b"

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from secureml import scenario, variants
-
 from conftest import REPO, run_json, secureml
+from secureml import scenario, variants
 
 SHIPPED = sorted(path.stem for path in (REPO / "scenarios").glob("*.yaml"))
 

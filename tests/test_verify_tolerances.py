@@ -96,7 +96,10 @@ def test_drift_names_metric_expected_found_tolerance_and_source():
     check = verify.Check("evasion-01", "mitigated.robust_accuracy", expected, found=0.80)
     assert check.status == "drift"
     text = check.describe()
-    for part in ("evasion-01", "mitigated.robust_accuracy", "0.92", "± 0.092", "binomial: 3 SE at p=0.92, n=100", "0.8", "-0.12"):
+    expected_parts = (
+        "evasion-01", "mitigated.robust_accuracy", "0.92", "± 0.092", "binomial: 3 SE at p=0.92, n=100", "0.8", "-0.12"
+    )
+    for part in expected_parts:
         assert part in text, part
 
 
@@ -126,7 +129,8 @@ def test_junit_report_carries_the_environment_tolerance_and_source(tmp_path):
     properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert properties["cpu.model"] == "AMD EPYC" and properties["torch.build"] == "cpu"
     assert properties["threads"] == "2"
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("4", "1", "1", "1")
+    counts = tuple(suite.get(name) for name in ("tests", "failures", "errors", "skipped"))
+    assert counts == ("4", "1", "1", "1")
     failure = suite.find("testcase[@name='mitigated.robust_accuracy']/failure")
     assert "binomial: 3 SE at p=0.92, n=100 (Agresti-Coull)" in failure.text and "found 0.8" in failure.text
     skipped = suite.find("testcase[@name='mitigated.mean_perturbation.cw-l2']/skipped")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["LabResult", "list_labs", "run_lab", "__version__"]
+__all__ = ["LabResult", "__version__", "list_labs", "run_lab"]
 
 if TYPE_CHECKING:
     from secureml.api import LabResult, list_labs, run_lab

@@ -29,9 +29,9 @@ from typing import Any
 
 def list_labs() -> list[dict[str, Any]]:
     """Every scenario: what `secureml list --json` prints."""
-    from secureml import report, scenario
+    from secureml import loader, report
 
-    return [report.scenario_summary(each) for each in scenario.load_all()]
+    return [report.scenario_summary(each) for each in loader.load_all()]
 
 
 def run_lab(
@@ -50,19 +50,20 @@ def run_lab(
     Bad input raises a secureml error whose message says what to fix; Jupyter shows it
     without a traceback.
     """
-    from secureml import report, runner, scenario
+    from secureml import loader, report, runner
     from secureml.cache import Cache
     from secureml.families.base import RunContext
     from secureml.progress import NotebookProgress, RichProgress, in_notebook
 
-    loaded = scenario.load(scenario_id_or_path)
+    loaded = loader.load(scenario_id_or_path)
     if seed is not None:
         loaded = loaded.with_seed(seed)
     folder = Path(out_dir) if out_dir is not None else Path("out") / loaded.id
-    ctx = RunContext(cache=Cache(), out_dir=folder,
-                     progress=NotebookProgress() if in_notebook() else RichProgress())
-    with ctx.progress:
-        result = runner.run(loaded, mitigation=mitigation, ctx=ctx)
+    progress = NotebookProgress() if in_notebook() else RichProgress()
+    ctx = RunContext(cache=Cache(), out_dir=folder, progress=progress)
+    with progress:
+        # runner.run takes a str path too (load_mitigation reads it), though its annotation says Path.
+        result = runner.run(loaded, mitigation=mitigation, ctx=ctx)  # type: ignore[arg-type]
     payload = result.to_json()
     path = report.write_json(folder / "results.json", payload)
     return LabResult(payload, path)

@@ -46,8 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secureml import __version__
+from secureml import __version__, loader
+from secureml.cache import Cache
+from secureml.datasets import DATASETS
 from secureml.errors import SecuremlError
+from secureml.families.base import RunContext
 from secureml.files import atomic_path, write_atomically
 from secureml.gradebook import (
     GRADESCOPE_VISIBILITIES,
@@ -56,13 +59,24 @@ from secureml.gradebook import (
     gradescope_grader_failure,
     gradescope_results,
 )
+from secureml.paths import content_root
+from secureml.progress import RichProgress
+from secureml.runner import prepare_stage
+from secureml.variants import draw_variant
 
 if TYPE_CHECKING:
     from secureml.scenario import ScenarioBase
 
 __all__ = [
-    "AutograderError", "AutograderSettings", "Bundle", "GRADESCOPE_ROOT", "SETTINGS_NAME",
-    "build_bundle", "find_wheel", "prepare", "run",
+    "GRADESCOPE_ROOT",
+    "SETTINGS_NAME",
+    "AutograderError",
+    "AutograderSettings",
+    "Bundle",
+    "build_bundle",
+    "find_wheel",
+    "prepare",
+    "run",
 ]
 
 GRADESCOPE_ROOT = Path("/autograder")
@@ -120,8 +134,6 @@ class Bundle:
 
 def find_wheel(explicit: Path | None) -> Path:
     """The wheel to put in the bundle: `explicit`, else this version's in the checkout's dist/."""
-    from secureml.paths import content_root
-
     if explicit is not None:
         wheel = Path(explicit)
     else:
@@ -148,11 +160,8 @@ def find_wheel(explicit: Path | None) -> Path:
 def build_bundle(scenario: ScenarioBase, out: Path, *, wheel: Path, hidden: Path | None = None,
                  settings: AutograderSettings = AutograderSettings()) -> Bundle:
     """Write the Gradescope autograder zip for `scenario` (and its hidden variant) to `out`."""
-    from secureml.datasets import DATASETS
-    from secureml.scenario import apply_overrides
-
     if scenario.source is None:
-        raise AutograderError("the scenario was not loaded from a file", fix="load it with scenario.load")
+        raise AutograderError("the scenario was not loaded from a file", fix="load it with secureml.loader.load")
     if not DATASETS[scenario.dataset.name].bundled:
         raise AutograderError(
             f"the scenario uses the dataset '{scenario.dataset.name}', which is not bundled with "
@@ -161,9 +170,10 @@ def build_bundle(scenario: ScenarioBase, out: Path, *, wheel: Path, hidden: Path
             fix="grade this scenario with `secureml grade`, or use a bundled dataset (digits, mnist-5k)",
         )
     if hidden is not None:
-        apply_overrides(scenario, hidden)  # refuse a bad variant now, not on Gradescope
+        loader.apply_overrides(scenario, hidden)  # refuse a bad variant now, not on Gradescope
+    scenario_name = f"{scenario.id}.yaml"
     config = {
-        "scenario": f"{scenario.id}.yaml",
+        "scenario": scenario_name,
         "hidden": HIDDEN_NAME if hidden is not None else None,
         "visibility": settings.visibility,
         "timeout_s": settings.timeout_s,
@@ -178,7 +188,7 @@ def build_bundle(scenario: ScenarioBase, out: Path, *, wheel: Path, hidden: Path
         ("setup.sh", setup_script(wheel.name).encode(), 0o755),
         ("run_autograder", run_script().encode(), 0o755),
         (wheel.name, wheel.read_bytes(), 0o644),
-        (config["scenario"], scenario.source.read_bytes(), 0o644),
+        (scenario_name, scenario.source.read_bytes(), 0o644),
         (SETTINGS_NAME, (json.dumps(config, indent=2) + "\n").encode(), 0o644),
     ]
     if hidden is not None:
@@ -276,18 +286,12 @@ def _read_config(root: Path) -> _Config:
 
 def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     """Build the graded scenario's stage and its automatic variant's into the cache (setup.sh, once)."""
-    from secureml import scenario
-    from secureml.cache import Cache
-    from secureml.families.base import RunContext
-    from secureml.progress import RichProgress
-    from secureml.runner import prepare_stage
-    from secureml.variants import draw_variant
-
     config = _read_config(Path(root))
-    loaded = scenario.load(config.scenario_file)
-    graded = scenario.apply_overrides(loaded, config.hidden_file) if config.hidden_file else loaded
-    ctx = RunContext(cache=Cache(), progress=RichProgress())
-    with ctx.progress:
+    loaded = loader.load(config.scenario_file)
+    graded = loader.apply_overrides(loaded, config.hidden_file) if config.hidden_file else loaded
+    progress = RichProgress()
+    ctx = RunContext(cache=Cache(), progress=progress)
+    with progress:
         prepare_stage(graded, ctx)
         if config.variant_seed is not None:
             prepare_stage(draw_variant(graded, config.variant_seed), ctx)
@@ -304,7 +308,7 @@ def run(root: Path = GRADESCOPE_ROOT) -> dict[str, Any]:
     started = time.monotonic()
     try:
         results = _grade(root, started)
-    except Exception as error:  # noqa: BLE001 - a grader failure still gives a valid results.json
+    except Exception as error:  # a grader failure still gives a valid results.json
         detail = f"{type(error).__name__}: {error}"
         print(f"secureml run-autograder: the grader failed: {detail}")
         results = gradescope_grader_failure(detail, execution_time_s=time.monotonic() - started)

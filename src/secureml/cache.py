@@ -35,12 +35,19 @@ def content_key(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
         if hasattr(part, "dtype") and hasattr(part, "shape"):
-            from secureml.datasets import arrays_sha256
-
             digest.update(arrays_sha256(part).encode())
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
         digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def arrays_sha256(*arrays: Any) -> str:
+    """sha256 of numpy arrays' dtypes, shapes and bytes, in order (what a split was drawn as)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
     return digest.hexdigest()
 
 

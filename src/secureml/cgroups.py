@@ -188,6 +188,7 @@ class CgroupPlan:
     def create_run(self, *, memory_bytes: int, max_tasks: int, cpus: float) -> RunCgroup:
         """A fresh group for one run, its limits written; raises OSError if that fails."""
         name = f"{RUN_PREFIX}-{os.getpid()}-{process_start_ticks(os.getpid()) or 0}-{secrets.token_hex(6)}"
+        group: RunCgroup
         if self.version == 2:
             group = _V2Run({"unified": self.parents["unified"] / name}, self.controllers)
         else:

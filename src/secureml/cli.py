@@ -6,6 +6,7 @@ never load torch or ART.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import click
 
-from secureml import __version__
-from secureml.errors import SecuremlError
-from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES
+from secureml import __version__, gradebook
+from secureml.errors import ConfigError, SecuremlError, VerifyDrift
+from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES, ExportOptions
+from secureml.roster import load_roster
 
 EXAMPLES = """
 \b
@@ -42,7 +44,8 @@ class Failed(click.ClickException):
 
     def __init__(self, error: SecuremlError) -> None:
         super().__init__(error.message())
-        self.exit_code = error.exit_code
+        # click declares exit_code a ClassVar; a Failed carries the code of its own error.
+        self.exit_code = error.exit_code  # type: ignore[misc]
 
     def show(self, file=None) -> None:
         from secureml.report import safe_text
@@ -139,13 +142,13 @@ def list_command(as_json: bool) -> None:
 
 
 def _print_scenarios(as_json: bool) -> None:
-    from secureml import report, scenario
+    from secureml import loader, report
     from secureml.api import list_labs
 
     if as_json:
         click.echo(json.dumps(list_labs(), indent=2))
     else:
-        report.console().print(report.scenario_table(scenario.load_all()))
+        report.console().print(report.scenario_table(loader.load_all()))
 
 
 @cli.command()
@@ -158,10 +161,10 @@ def show(scenario_id: str, as_json: bool) -> None:
     Example:
       secureml show poisoning-01
     """
-    from secureml import report, scenario
+    from secureml import loader, report
 
     with _guard(as_json):
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         described = {
             **report.scenario_summary(loaded),
             "atlas_mitigation_name": loaded.atlas.mitigation_name,
@@ -210,13 +213,12 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
     Example:
       secureml check scenarios/*.yaml
     """
-    from secureml import scenario
-    from secureml.errors import ConfigError
+    from secureml import loader
 
     results = []
     for path in files:
         try:
-            loaded = scenario.load(path)
+            loaded = loader.load(path)
             problems = _lab_file_problems(loaded)
             if problems:
                 raise ConfigError(problems[0], file=str(path), field="mitigation")
@@ -237,8 +239,6 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
 
 def _lab_file_problems(loaded) -> list[str]:
     """The starter and the solution exist and define the function (parsed, never run)."""
-    import ast
-
     problems = []
     for role, path in (("starter", loaded.starter_path), ("solution", loaded.solution_path)):
         if not path.is_file():
@@ -275,14 +275,14 @@ def lab(scenario_id, folder, force, as_json) -> None:
       secureml lab poisoning-01
       secureml lab poisoning-01 ~/labs/backdoor --force
     """
-    from secureml import scenario
+    from secureml import loader
     from secureml.lab import write_lab
 
     with _guard(as_json):
         if scenario_id is None:
             _print_scenarios(as_json)
             return
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         written = write_lab(loaded, folder if folder is not None else Path(loaded.id), force=force)
         if as_json:
             click.echo(json.dumps(written.to_json(), indent=2))
@@ -343,7 +343,8 @@ _SHARED_OPTIONS = [
     click.option("--device", default="cpu", show_default=True,
                  help="cpu, cuda, or auto (CUDA when present)."),
     click.option("--no-cache", is_flag=True,
-                 help="Recompute victims and attacks instead of reusing them (the fresh results replace the cached ones)."),
+                 help="Recompute victims and attacks instead of reusing them "
+                 "(the fresh results replace the cached ones)."),
     click.option("--json", "as_json", is_flag=True, help="Print JSON only (no tables, no progress bars)."),
 ]
 run_options = _run_options(seed=True, seeds_help="Repeat over N seeds (seed, seed+1, ...) and report mean ± std.")
@@ -377,13 +378,15 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
       secureml run poisoning-01 --mitigation solution.py --variant auto
       secureml run poisoning-01 --mitigation solution.py --variant-seed 42
     """
-    from secureml import report, runner, scenario
+    from secureml import loader, report, runner
 
     with _guard(as_json):
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         if variant_seed is not None or variant:
             if seed is not None:
-                raise click.UsageError("--seed and --variant both set the seed; choose the variant with --variant-seed N.")
+                raise click.UsageError(
+                    "--seed and --variant both set the seed; choose the variant with --variant-seed N."
+                )
             from secureml import variants
 
             variant_seed = variants.trainee_variant_seed(loaded) if variant_seed is None else variant_seed
@@ -462,13 +465,12 @@ def verify(scenario_ids, record, junit, instructor, seeds, data_root, device, th
       secureml verify poisoning-01 --seeds 5
       secureml verify poisoning-02 --record --seeds 5 --threads 1 --threads 2
     """
-    from secureml import paths, report, scenario, versions
+    from secureml import loader, paths, report, versions
     from secureml import verify as verifying
-    from secureml.errors import VerifyDrift
 
     with _guard(as_json):
         paths.use_instructor_dir(instructor)
-        scenarios = [scenario.load(s) for s in scenario_ids] if scenario_ids else scenario.load_all()
+        scenarios = [loader.load(s) for s in scenario_ids] if scenario_ids else loader.load_all()
         for loaded in scenarios:
             paths.require_solution(loaded)  # before any run: one clear message, nothing faked
         thread_counts = tuple(dict.fromkeys(threads)) or (None,)
@@ -586,9 +588,6 @@ def _export_options(function):
 def _export_settings(roster_path: Path | None, assignment_id: str | None, assignment_title: str | None,
                      points: float):
     """The export options of the command line, the roster read and checked."""
-    from secureml.gradebook import ExportOptions
-    from secureml.roster import load_roster
-
     roster = load_roster(roster_path) if roster_path is not None else None
     return ExportOptions(roster=roster, assignment_id=assignment_id, assignment_title=assignment_title,
                          points=points)
@@ -596,8 +595,6 @@ def _export_settings(roster_path: Path | None, assignment_id: str | None, assign
 
 def _export_grades(rows, export_format: str | None, output: Path | None, scenario_id: str | None,
                    options) -> list[Path]:
-    from secureml import gradebook
-
     if export_format is None:
         if output is not None:
             raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
@@ -669,9 +666,10 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     the grader. With --variant auto every submission also meets an automatic variant
     of the scenario (another seed and other secrets, drawn from a seed kept in the
     gradebook and shown to nobody), and its grade is the lower of the two scores. Each
-    row is stored as soon as it is graded; a re-run grades only new or changed submissions. Runs as
-    root or as a normal user (`secureml doctor` says how submissions will be isolated). Exits 7 if trainee code cannot be isolated here
-    (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
+    row is stored as soon as it is graded; a re-run grades only new or changed submissions.
+    Runs as root or as a normal user (`secureml doctor` says how submissions will be
+    isolated). Exits 7 if trainee code cannot be isolated here (see --unsafe), 8 if the
+    grader itself failed on some submission (re-run to retry).
 
     \b
     Examples:
@@ -689,7 +687,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     # 49 s sleeping (its HopSkipJump queries one image at a time).
     if jobs > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from secureml import gradebook, grading, report, scenario
+    from secureml import grading, loader, report
     from secureml.progress import NO_PROGRESS, RichProgress
     from secureml.sandbox import Limits
 
@@ -698,8 +696,8 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             raise click.UsageError(f"--output needs --export FORMAT ({', '.join(GRADE_EXPORT_FORMATS)}).")
         # Read the roster first: a bad roster is found before the grading, not after it.
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
-        loaded = scenario.load(scenario_id)
-        variant = scenario.apply_overrides(loaded, hidden) if hidden else None
+        loaded = loader.load(scenario_id)
+        variant = loader.apply_overrides(loaded, hidden) if hidden else None
         if grading.resolve_isolation(unsafe):
             from secureml.sandbox import isolation_problem
 
@@ -768,7 +766,7 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
       secureml gradebook --export moodle --roster roster.csv --output moodle.csv
       secureml gradebook --json | jq '.[] | {trainee, score, status}'
     """
-    from secureml import gradebook, report
+    from secureml import report
 
     with _guard(as_json):
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
@@ -848,10 +846,10 @@ def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel
       secureml autograder poisoning-01 --hidden scenarios/hidden/poisoning-01.yaml --visibility after_published
     """
     from secureml import autograder as bundles
-    from secureml import scenario
+    from secureml import loader
 
     with _guard(as_json):
-        loaded = scenario.load(scenario_id)
+        loaded = loader.load(scenario_id)
         if variant == "auto" and variant_seed is None:
             variant_seed = secrets.randbelow(2**62)  # kept in the bundle, shown to no trainee
         settings = bundles.AutograderSettings(visibility=visibility, timeout_s=timeout_s, memory_mb=memory_mb,
@@ -937,7 +935,8 @@ def doctor(as_json: bool) -> None:
             out = report.console()
             out.print(table)
             if found.mode is None:
-                out.print(f"[red]grade cannot isolate trainee code here:[/red] {report.safe_markup(found.problem or '')}")
+                problem = report.safe_markup(found.problem or "")
+                out.print(f"[red]grade cannot isolate trainee code here:[/red] {problem}")
             else:
                 out.print(f"grade will isolate trainee code with [bold]{found.mode}[/bold].")
         if found.mode is None:

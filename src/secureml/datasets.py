@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from secureml.cache import arrays_sha256
 from secureml.errors import DatasetError
 from secureml.paths import bundled_dir
 
@@ -239,7 +240,7 @@ DATASETS: dict[str, DatasetSpec] = {
         class_names=(
             "T-shirt", "trouser", "pullover", "dress", "coat",
             "sandal", "shirt", "sneaker", "bag", "boot",
-        ),  # fmt: skip
+        ),
     ),
     "cifar10": DatasetSpec(
         "cifar10",
@@ -250,7 +251,7 @@ DATASETS: dict[str, DatasetSpec] = {
         class_names=(
             "airplane", "automobile", "bird", "cat", "deer",
             "dog", "frog", "horse", "ship", "truck",
-        ),  # fmt: skip
+        ),
     ),
 }
 
@@ -262,7 +263,7 @@ def load_split(config: DatasetConfig, seed: int, root: Path | None = None) -> Sp
     spec = DATASETS[config.name]
     pool = spec.load(data_root(root))
     rng = np.random.default_rng(seed)
-    if pool.x_test is None:
+    if pool.x_test is None or pool.y_test is None:
         train_idx, test_idx = stratified_split(
             pool.y_train, config.train_size, config.test_size, rng, dataset=config.name
         )
@@ -299,7 +300,8 @@ def stratified_split(labels, first_size: int, second_size: int, rng, *, dataset:
             fix="lower train_size or test_size",
         )
     classes, counts = np.unique(labels, return_counts=True)
-    chosen_first, chosen_second = [], []
+    chosen_first: list[np.ndarray] = []
+    chosen_second: list[np.ndarray] = []
     # Largest-remainder allocation so the sizes are exact and proportional per class.
     for wanted, bucket in ((first_size, chosen_first), (second_size, chosen_second)):
         shares = counts * wanted / len(labels)
@@ -308,19 +310,11 @@ def stratified_split(labels, first_size: int, second_size: int, rng, *, dataset:
         bucket.append(quota)
     first_quota, second_quota = chosen_first[0], chosen_second[0]
     first, second = [], []
-    for label, need_first, need_second in zip(classes, first_quota, second_quota):
+    for label, need_first, need_second in zip(classes, first_quota, second_quota, strict=True):
         members = rng.permutation(np.flatnonzero(labels == label))
         first.append(members[:need_first])
         second.append(members[need_first : need_first + need_second])
     return rng.permutation(np.concatenate(first)), rng.permutation(np.concatenate(second))
-
-
-def arrays_sha256(*arrays) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(str(array.dtype).encode() + str(array.shape).encode())
-        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
-    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -23,14 +23,16 @@ import functools
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 
 from secureml import cgroups
+from secureml.seccomp import seccomp_program
 
-__all__ = ["Capabilities", "Check", "ROOT", "UNSAFE", "USER", "capabilities", "doctor_checks"]
+__all__ = ["ROOT", "UNSAFE", "USER", "Capabilities", "Check", "capabilities", "doctor_checks"]
 
 ROOT = "bubblewrap-root"
 USER = "bubblewrap-user"
@@ -110,10 +112,62 @@ def find_tools() -> Tools:
                  version)
 
 
+# --------------------------------------------------------------------------------------
+# Who the sandboxed child is and what it sees: the probe below and secureml.sandbox build
+# their bwrap commands from these.
+
+# Fresh uids are drawn from here. Far above any uid a distribution hands out, below 2**31
+# (some tools store uids as signed 32-bit) and clear of systemd's container ranges.
+_SANDBOX_UID_MIN = 1_900_000_000
+_SANDBOX_UID_SPAN = 100_000_000
+
+# Host files under /etc that Python, glibc and common libraries read. Everything else of
+# /etc stays outside the sandbox.
+_ETC_FILES = (
+    "/etc/alternatives",
+    "/etc/group",
+    "/etc/host.conf",
+    "/etc/hosts",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+)
+# Top-level names that merged-/usr systems make symlinks into /usr.
+_ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def fresh_uid() -> int:
+    return _SANDBOX_UID_MIN + secrets.randbelow(_SANDBOX_UID_SPAN)
+
+
+def setpriv_args(setpriv: str, uid: int) -> list[str]:
+    return [
+        setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+    ]
+
+
+def system_bind_args() -> list[str]:
+    """Read-only /usr, the merged-/usr links, and the few /etc files Python needs."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in _ROOT_LINKS:
+        if os.path.islink(name):
+            args += ["--symlink", os.readlink(name), name]
+        elif os.path.isdir(name):
+            args += ["--ro-bind", name, name]
+    # bwrap would create /etc as 0700 (see sandbox._readonly_binds), hiding these from the sandbox.
+    args += ["--perms", "0755", "--dir", "/etc"]
+    for name in _ETC_FILES:
+        if os.path.exists(name):
+            args += ["--ro-bind", name, name]
+    return args
+
+
 def probe_argv(tools: Tools, mode: str, *, seccomp_fd: int | None) -> list[str]:
     """A bwrap command that starts a trivial sandbox the way a real run does."""
-    from secureml.sandbox import fresh_uid, setpriv_args, system_bind_args
-
     assert tools.bwrap and tools.shell
     argv = [tools.bwrap, *system_bind_args(), "--proc", "/proc", "--dev", "/dev",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -131,8 +185,6 @@ def probe_argv(tools: Tools, mode: str, *, seccomp_fd: int | None) -> list[str]:
 
 def _run_probe(tools: Tools, mode: str, *, with_seccomp: bool) -> str | None:
     """None when a sandbox starts in `mode`, else bwrap's own words."""
-    from secureml.sandbox import seccomp_program
-
     program = seccomp_program(supervised_memory=False) if with_seccomp else None
     read_end = None
     pass_fds: tuple[int, ...] = ()

@@ -34,9 +34,9 @@ TRAINEE_LAB_FILES = ("README.md", "mitigation.py", "*.png", "*.jpg", "*.jpeg", "
 # Never handed out, whatever the allow-list says: reference solutions (solution.py, and a
 # notebook that shows one must be named solution*.ipynb).
 INSTRUCTOR_LAB_FILES = ("solution*",)
-# Hidden variants (overrides for `grade --hidden`) live in scenarios/hidden/; only the
-# top level of scenarios/ is content, so they are never listed, packaged or handed out.
-HIDDEN_VARIANTS = "hidden"
+# Hidden variants (overrides for `grade --hidden`) live in scenarios/hidden/: only the
+# top level of scenarios/ is content (`scenario_files`, `trainee_content` glob it alone),
+# so they are never listed, packaged or handed out.
 
 
 class ContentNotFound(ConfigError):
@@ -168,7 +168,7 @@ def is_trainee_lab_file(name: str) -> bool:
 def trainee_content(root: Path) -> list[Path]:
     """What the wheel carries, relative to a checkout: every scenario file, each lab's
     trainee files and the bundled datasets with their datasheets."""
-    selected = [path for path in (root / "scenarios").glob("*.yaml")]
+    selected = list((root / "scenarios").glob("*.yaml"))
     selected += [
         path
         for lab in (root / "labs").iterdir()

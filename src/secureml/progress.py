@@ -7,8 +7,9 @@ draws them in the cell's output, tests and `--json` runs pass `NO_PROGRESS`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Protocol
 
 
 class Task(Protocol):
@@ -25,7 +26,7 @@ class _NullTask:
 
 
 class NullProgress:
-    def __enter__(self) -> "NullProgress":
+    def __enter__(self) -> NullProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -63,7 +64,7 @@ class RichProgress:
             transient=False,
         )
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bars.__enter__()
         return self
 
@@ -110,7 +111,7 @@ class NotebookProgress:
     # Redraw at most this often: every redraw is a message to the front end.
     min_interval_s = 0.25
 
-    def __enter__(self) -> "NotebookProgress":
+    def __enter__(self) -> NotebookProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,19 +136,20 @@ class NotebookProgress:
             return HTML(f"<div><code>{mark} {html.escape(label)}</code> {bar} {elapsed}</div>")
 
         handle = display(render(0), display_id=True)
-        state = {"done": 0, "drawn": started}
+        done, drawn = 0, started
 
         class _Task:
             def advance(self, steps: int = 1) -> None:
-                state["done"] += steps
+                nonlocal done, drawn
+                done += steps
                 now = time.monotonic()
-                if now - state["drawn"] >= NotebookProgress.min_interval_s:
-                    state["drawn"] = now
-                    handle.update(render(state["done"]))
+                if now - drawn >= NotebookProgress.min_interval_s:
+                    drawn = now
+                    handle.update(render(done))
 
         try:
             yield _Task()
         except BaseException:
-            handle.update(render(state["done"], mark="✗"))
+            handle.update(render(done, mark="✗"))
             raise
         handle.update(render(total or 0, mark="✓"))

@@ -1,10 +1,14 @@
-"""Seeds: every stochastic step derives its own seed from the scenario's."""
+"""Seeds: every stochastic step derives its own seed from the scenario's.
+
+numpy is imported inside the functions that use it: drawing a variant (secureml.variants)
+derives seeds and must stay light.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 def derive_seed(seed: int, *labels: object) -> int:

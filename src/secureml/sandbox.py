@@ -48,12 +48,10 @@ import json
 import math
 import os
 import re
-import secrets
 import selectors
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -64,7 +62,10 @@ from pathlib import Path
 
 from secureml import isolation
 from secureml.cgroups import CgroupPlan, RunCgroup, process_start_ticks
+from secureml.isolation import fresh_uid, setpriv_args, system_bind_args
+from secureml.paths import PACKAGED_CONTENT
 from secureml.proctree import ProcessTree, TreeSample
+from secureml.seccomp import seccomp_program
 
 __all__ = [
     "RESULT_FD_ENV",
@@ -105,11 +106,6 @@ _CPU_HARD_GRACE_S = 2
 # too; they should not eat into the trainee's `max_processes`.
 _BWRAP_OWN_TASKS = 2
 
-# Fresh uids are drawn from here. Far above any uid a distribution hands out, below 2**31
-# (some tools store uids as signed 32-bit) and clear of systemd's container ranges.
-_SANDBOX_UID_MIN = 1_900_000_000
-_SANDBOX_UID_SPAN = 100_000_000
-
 # The trainee's command is the first process bwrap's pid 1 starts in the new namespace.
 _MAIN_PID_IN_NAMESPACE = 2
 
@@ -132,22 +128,6 @@ _DRAIN_GRACE_S = 1.0
 # submission needs; stop looking after this many entries so a huge tree costs nothing.
 _READABILITY_CHECK_MAX_ENTRIES = 10_000
 
-# Host files under /etc that Python, glibc and common libraries read. Everything else of
-# /etc stays outside the sandbox.
-_ETC_FILES = (
-    "/etc/alternatives",
-    "/etc/group",
-    "/etc/host.conf",
-    "/etc/hosts",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/etc/nsswitch.conf",
-    "/etc/passwd",
-)
-# Top-level names that merged-/usr systems make symlinks into /usr.
-_ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 _SYSTEM_PATH = isolation.SYSTEM_PATH
 
@@ -335,41 +315,6 @@ def scratch_prefix(kind: str) -> str:
     return f"secureml-{kind}-{os.getpid()}-{process_start_ticks(os.getpid()) or 0}-"
 
 
-# --------------------------------------------------------------------------------------
-# Who the child is
-
-
-def fresh_uid() -> int:
-    return _SANDBOX_UID_MIN + secrets.randbelow(_SANDBOX_UID_SPAN)
-
-
-def setpriv_args(setpriv: str, uid: int) -> list[str]:
-    return [
-        setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-    ]
-
-
-# --------------------------------------------------------------------------------------
-# What the sandbox sees
-
-
-def system_bind_args() -> list[str]:
-    """Read-only /usr, the merged-/usr links, and the few /etc files Python needs."""
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in _ROOT_LINKS:
-        if os.path.islink(name):
-            args += ["--symlink", os.readlink(name), name]
-        elif os.path.isdir(name):
-            args += ["--ro-bind", name, name]
-    # bwrap would create /etc as 0700 (see _readonly_binds), hiding these from the sandbox.
-    args += ["--perms", "0755", "--dir", "/etc"]
-    for name in _ETC_FILES:
-        if os.path.exists(name):
-            args += ["--ro-bind", name, name]
-    return args
-
-
 _RUNTIME_PATHS: list[Path] | None = None
 
 
@@ -419,8 +364,6 @@ def _hide_packaged_content() -> list[str]:
     every poisoned sample, or train on the test images. A checkout keeps them outside
     the package, where the sandbox never sees them.
     """
-    from secureml.paths import PACKAGED_CONTENT
-
     content = Path(__file__).parent / PACKAGED_CONTENT
     if not content.is_dir():
         return []
@@ -509,88 +452,6 @@ def _cgroup_plan(found: isolation.Capabilities) -> tuple[CgroupPlan | None, str]
             return None, f"cannot prepare {plan.describe()} ({exc.strerror or exc})"
         _PREPARED_PLANS[key] = plan
     return plan, ""
-
-
-# --------------------------------------------------------------------------------------
-# seccomp: a small deny-list that bwrap loads just before it execs the command.
-#
-# Without it, the sandbox uid can still create a user namespace (measured: `unshare -Urm`
-# inside the sandbox gave it "root" and a tmpfs mount). That cannot undo our read-only
-# binds, but it opens the kernel surface most privilege-escalation bugs need. So: no new
-# namespaces, no mounts, no keyrings, bpf, perf, userfaultfd or io_uring; nothing that
-# Python, numpy or torch use on CPU. x86-64 only: the numbers below are its syscall table
-# (arch/x86/entry/syscalls/syscall_64.tbl); other machines run without the filter.
-
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_X32_SYSCALL_BIT = 0x40000000
-_SYSCALL_CLONE = 56
-_SYSCALL_CLONE3 = 435  # its flags sit in memory a filter cannot read: report ENOSYS,
-# and glibc falls back to clone(), whose flags we can check
-_CLONE_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-_DENIED_SYSCALLS_X86_64 = {
-    "unshare": 272, "setns": 308,
-    "mount": 165, "umount2": 166, "pivot_root": 155, "open_tree": 428, "move_mount": 429,
-    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
-    "add_key": 248, "request_key": 249, "keyctl": 250,
-    "bpf": 321, "perf_event_open": 298, "userfaultfd": 323,
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313,
-    "delete_module": 176, "acct": 163, "swapon": 167, "swapoff": 168, "reboot": 169,
-}
-# Where the supervisor, not a memory cgroup, limits memory, it sees only what processes
-# map. An unmapped memfd or SysV segment would hold memory it cannot see, so these two go
-# (a cgroup charges them, and Python, numpy and torch use /dev/shm files instead).
-_DENIED_WITHOUT_MEMORY_CGROUP_X86_64 = {"memfd_create": 319, "shmget": 29}
-_SECCOMP_RET_ALLOW = 0x7FFF0000
-_SECCOMP_RET_ERRNO = 0x00050000
-
-
-def seccomp_program(*, supervised_memory: bool) -> bytes | None:
-    """The compiled classic-BPF filter for bwrap's --seccomp, or None off x86-64."""
-    import platform  # stdlib; only needed here
-
-    if platform.machine() != "x86_64":
-        return None
-    denied = dict(_DENIED_SYSCALLS_X86_64)
-    if supervised_memory:
-        denied.update(_DENIED_WITHOUT_MEMORY_CGROUP_X86_64)
-    load_word, jump_eq, jump_ge, jump_set, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    eperm = _SECCOMP_RET_ERRNO | 1  # EPERM
-    enosys = _SECCOMP_RET_ERRNO | 38  # ENOSYS
-    # (code, jump-if-true label, jump-if-false label, k); None means the next instruction.
-    program: list[tuple[int, str | None, str | None, int]] = [
-        (load_word, None, None, 4),  # seccomp_data.arch
-        (jump_eq, None, "enosys", _AUDIT_ARCH_X86_64),  # i386 or other ABIs: refuse all
-        (load_word, None, None, 0),  # seccomp_data.nr
-        (jump_ge, "enosys", None, _X32_SYSCALL_BIT),  # the x32 ABI: refuse all
-        (jump_eq, "enosys", None, _SYSCALL_CLONE3),
-        (jump_eq, "clone", None, _SYSCALL_CLONE),
-        *[(jump_eq, "eperm", None, number) for number in sorted(denied.values())],
-        (ret, None, None, _SECCOMP_RET_ALLOW),
-        ("clone", None, None, 0),  # type: ignore[list-item]  # a label
-        (load_word, None, None, 16),  # low 32 bits of args[0], the clone flags
-        (jump_set, "eperm", None, _CLONE_NAMESPACE_FLAGS),
-        (ret, None, None, _SECCOMP_RET_ALLOW),
-        ("eperm", None, None, 0),  # type: ignore[list-item]
-        (ret, None, None, eperm),
-        ("enosys", None, None, 0),  # type: ignore[list-item]
-        (ret, None, None, enosys),
-    ]
-    labels: dict[str, int] = {}
-    instructions = []
-    for code, if_true, if_false, k in program:
-        if isinstance(code, str):
-            labels[code] = len(instructions)
-        else:
-            instructions.append((code, if_true, if_false, k))
-
-    def offset(label: str | None, index: int) -> int:
-        return 0 if label is None else labels[label] - index - 1
-
-    return b"".join(
-        struct.pack("=HBBI", code, offset(if_true, index), offset(if_false, index), k)
-        for index, (code, if_true, if_false, k) in enumerate(instructions)
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -1023,8 +884,9 @@ class _Run:
         for fd in streams:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ)
+        pidfd: int | None
         try:
-            pidfd: int | None = os.pidfd_open(proc.pid)
+            pidfd = os.pidfd_open(proc.pid)
             selector.register(pidfd, selectors.EVENT_READ)
         except (AttributeError, OSError):
             pidfd = None  # no pidfd (old kernel): poll the process instead
@@ -1180,15 +1042,15 @@ class _Run:
                 signum, code = code - 128, None
         returncode = -signum if signum is not None else code
 
-        oom_kills = supervisor.group.oom_kills() if supervisor.group is not None else 0
-        if oom_kills:
+        group = supervisor.group
+        if group is not None and group.oom_kills():
             if code == 0:
                 # Only a helper process was killed; the command itself finished cleanly,
                 # so its result stands.
                 self._note(f"the OOM killer stopped a child process (limit {limits.memory_mb} MB)")
                 return "exited", returncode
             self.notes.insert(0, f"the kernel's OOM killer fired at the {limits.memory_mb} MB limit "
-                                 f"of its cgroup v{supervisor.group.version} memory group")
+                                 f"of its cgroup v{group.version} memory group")
             return "memory", None
         if code != 0 and supervisor.cpu_s >= limits.effective_cpu_s:
             # The RLIMIT_CPU backstop (SIGXCPU) beat the supervisor's tick; the measured

@@ -51,7 +51,7 @@ def variant_overrides(scenario: ScenarioBase, variant_seed: int) -> dict[str, An
 
 def draw_variant(scenario: ScenarioBase, variant_seed: int) -> ScenarioBase:
     """The scenario with a new seed and new family secrets, validated like a `--hidden` file."""
-    from secureml.scenario import merge_overrides
+    from secureml.loader import merge_overrides
 
     return merge_overrides(
         scenario,

@@ -42,13 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
-from secureml.errors import ConfigError
+from rich.markup import escape
+from rich.table import Table
+
+from secureml import runner
+from secureml.errors import ConfigError, SecuremlError
 from secureml.files import write_atomically
 from secureml.scenario import ExpectedValue, ScenarioBase
+from secureml.versions import set_threads, thread_count
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from secureml.families.base import Sample
 
 # Standard errors (or measured standard deviations) a value may move. A scenario records
@@ -111,8 +114,9 @@ def expected_for(
     """
     value = float(value)
     n = sample.n if sample is not None else None
-    measured = spread is not None and spread.runs > 1
-    if not measured and previous is not None and previous.source.startswith(_MEASURED_SOURCES):
+    # A spread from one run measured nothing.
+    measured = spread if spread is not None and spread.runs > 1 else None
+    if measured is None and previous is not None and previous.source.startswith(_MEASURED_SOURCES):
         # What seeds and thread counts were measured to move (a band wider than the
         # binomial's, or a spread over every possible rate) holds until measured again.
         return ExpectedValue(value=value, tolerance=previous.tolerance, n=n, source=previous.source)
@@ -120,26 +124,27 @@ def expected_for(
         return ExpectedValue(value=value, tolerance=0.0, source="exact: a count or a constant")
     if sample is not None and sample.kind == "rate" and n:
         tolerance, source = binomial(value, n)
-        if measured and _round_up(Z * spread.sd) > tolerance:
-            tolerance = _round_up(Z * spread.sd)
+        if measured is not None and _round_up(Z * measured.sd) > tolerance:
+            tolerance = _round_up(Z * measured.sd)
             if tolerance >= max(value, 1.0 - value):
                 # ART's ActivationDefence re-clusters features: over 3 seeds its ASR on
                 # poisoning-01 ran from 0.19 to 0.72. A band over all of [0, 1] checks nothing.
-                source = f"report only: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}) spans every possible rate"
+                source = f"report only: {Z:g} SD over {measured.over} (SD {measured.sd:.3g}) spans every possible rate"
                 return ExpectedValue(value=value, tolerance=None, n=n, source=source)
-            source = f"measured: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}), wider than {source}"
+            source = f"measured: {Z:g} SD over {measured.over} (SD {measured.sd:.3g}), wider than {source}"
         return ExpectedValue(value=value, tolerance=tolerance, n=n, source=source)
     what = f"mean over {n} {sample.items}" if sample is not None else "derived from other metrics"
     if sample is not None and (n or 0) < MIN_MEAN_ITEMS:
         return ExpectedValue(value=value, tolerance=None, n=n, source=f"report only: {what}")
-    if measured and spread.sd <= ROUNDING * max(1.0, abs(value)):
+    if measured is not None and measured.sd <= ROUNDING * max(1.0, abs(value)):
         # The same value in every run, up to float rounding (an attack that always uses its
         # whole budget, a score clipped at 100): nothing measured a spread, and a band as
         # narrow as the rounding would fail on the first machine that rounds differently.
-        return ExpectedValue(value=value, tolerance=None, n=n, source=f"report only: identical over {spread.over}; {what}")
-    if measured:
-        source = f"measured: {Z:g} SD over {spread.over} (SD {spread.sd:.3g}); {what}"
-        return ExpectedValue(value=value, tolerance=_round_up(Z * spread.sd), n=n, source=source)
+        source = f"report only: identical over {measured.over}; {what}"
+        return ExpectedValue(value=value, tolerance=None, n=n, source=source)
+    if measured is not None:
+        source = f"measured: {Z:g} SD over {measured.over} (SD {measured.sd:.3g}); {what}"
+        return ExpectedValue(value=value, tolerance=_round_up(Z * measured.sd), n=n, source=source)
     return ExpectedValue(
         value=value, tolerance=None, n=n, source=f"report only: {what}; `{MEASURE}` measures it"
     )
@@ -168,11 +173,12 @@ class Check:
     @property
     def status(self) -> str:
         """ok, drift, missing (no longer produced), or report (shown, never verified)."""
+        tolerance = self.expected.tolerance
         if self.found is None:
             return "missing"
-        if not self.expected.verified:
+        if tolerance is None:  # not verified
             return "report"
-        within = abs(self.found - self.expected.value) <= self.expected.tolerance + SLACK * max(1.0, abs(self.found))
+        within = abs(self.found - self.expected.value) <= tolerance + SLACK * max(1.0, abs(self.found))
         return "ok" if within else "drift"
 
     @property
@@ -187,9 +193,10 @@ class Check:
     def covered(self) -> bool | None:
         """Does the tolerance cover Z SD of the spread measured over seeds and thread counts?
         None if unmeasured."""
-        if self.spread is None or self.spread.runs < 2 or not self.expected.verified:
+        tolerance = self.expected.tolerance
+        if self.spread is None or self.spread.runs < 2 or tolerance is None:
             return None
-        return self.expected.tolerance + SLACK >= Z * self.spread.sd
+        return tolerance + SLACK >= Z * self.spread.sd
 
     @property
     def name(self) -> str:
@@ -274,10 +281,6 @@ def verify_scenarios(
     several thread counts its cache must not be read (a result computed at one count would
     stand in for the other).
     """
-    from secureml import runner
-    from secureml.errors import SecuremlError
-    from secureml.versions import set_threads, thread_count
-
     outcome = Outcome([], {}, [], [])
     several = len(thread_counts) > 1
     varied = [f"{seeds} seeds"] if seeds > 1 else []
@@ -305,7 +308,7 @@ def verify_scenarios(
                 "samples": {name: asdict(sample) for name, sample in evaluation.samples.items()},
             }
             for threads, evaluations in runs.items()
-            for seed, evaluation in zip(seed_list, evaluations)
+            for seed, evaluation in zip(seed_list, evaluations, strict=True)
         ]
         every = [evaluation.metrics for evaluations in runs.values() for evaluation in evaluations]
         spreads = spreads_of(every, over) if len(every) > 1 else None
@@ -410,15 +413,13 @@ STATUS_STYLE = {"ok": "green", "report": "dim", "drift": "red", "missing": "red"
 
 def checks_table(checks: list[Check]) -> Table:
     """The terminal table: every check with its tolerance, n, source and (with --seeds) spread."""
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title="secureml verify", title_justify="left")
     measured = any(check.spread is not None for check in checks)
     headers = ["scenario", "metric", "expected", "found", "diff", "tolerance", "n", "source"]
     headers += ["spread SD", "covers"] if measured else []
+    numeric = ("expected", "found", "diff", "tolerance", "n", "spread SD")
     for header in [*headers, ""]:
-        table.add_column(header, justify="right" if header in ("expected", "found", "diff", "tolerance", "n", "spread SD") else "left")
+        table.add_column(header, justify="right" if header in numeric else "left")
     for check in checks:
         expected = check.expected
         cells = [
@@ -436,7 +437,9 @@ def checks_table(checks: list[Check]) -> Table:
             cells += ["" if check.spread is None else f"{check.spread.sd:.3g}", covered]
         style = STATUS_STYLE[check.status]
         label = {"report": "report", "ok": "ok"}.get(check.status, check.status.upper())
-        table.add_row(*[escape(cell) if index < 8 else cell for index, cell in enumerate(cells)], f"[{style}]{label}[/{style}]")
+        # The first 8 cells are text from the scenario file; the rest is our own markup.
+        safe = [escape(cell) if index < 8 else cell for index, cell in enumerate(cells)]
+        table.add_row(*safe, f"[{style}]{label}[/{style}]")
     return table
 
 

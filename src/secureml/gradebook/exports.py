@@ -532,7 +532,7 @@ def render_html(rows: Iterable[GradeRow]) -> str:
     scenario_id = _require_one_scenario(latest_rows, "html")
     title = f"Gradebook: {scenario_id}" if scenario_id else "Gradebook: no submissions"
     scores = [row.score for row in latest_rows if row.status == Status.OK and row.score is not None]
-    status_counts = {status: 0 for status in STATUSES}
+    status_counts = dict.fromkeys(STATUSES, 0)
     for row in latest_rows:
         status_counts[row.status] += 1
 

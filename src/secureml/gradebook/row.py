@@ -11,13 +11,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from secureml.errors import SecuremlError
 
 
-class Status(StrEnum):
+class Status(str, Enum):
     """The outcome of grading one submission. A str: stored and exported as its value."""
 
     OK = "ok"  # ran and was scored
@@ -27,6 +27,13 @@ class Status(StrEnum):
     INVALID_RESULT = "invalid-result"  # it returned something the evaluator cannot use
     NO_RESULT = "no-result"  # it returned nothing
     INFRA_ERROR = "infra-error"  # the grader itself failed: not the trainee's fault, grade again
+
+    def __str__(self) -> str:
+        # str() and format() give the value, as enum.StrEnum (Python 3.11+) does.
+        return str(self.value)
+
+    def __format__(self, format_spec: str) -> str:
+        return format(str(self.value), format_spec)
 
 
 # The statuses in the order reports list them.

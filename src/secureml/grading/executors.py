@@ -6,7 +6,10 @@ An `Executor` fans `grade_submission` out over jobs: `SerialExecutor`, `LocalPoo
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -42,7 +45,7 @@ class SerialExecutor:
         for job in jobs:
             try:
                 yield job, fn(job)
-            except Exception as error:  # noqa: BLE001 - reported as an infra-error row
+            except Exception as error:  # reported as an infra-error row
                 yield job, error
 
 
@@ -55,8 +58,6 @@ def _pool_worker_start(threads: int) -> None:
         # PR_SET_PDEATHSIG: a grader killed with -9 takes its workers with it, and they
         # take their sandboxes (bwrap --die-with-parent).
         try:
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
@@ -80,9 +81,6 @@ class LocalPool:
         self.threads_per_worker = max(1, threads_per_worker)
 
     def map_unordered(self, fn, jobs):
-        import concurrent.futures
-        import multiprocessing
-
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -96,7 +94,7 @@ class LocalPool:
                 job = futures[future]
                 try:
                     yield job, future.result()
-                except Exception as error:  # noqa: BLE001 - e.g. BrokenProcessPool
+                except Exception as error:  # e.g. BrokenProcessPool
                     yield job, error
             finished = True
         finally:

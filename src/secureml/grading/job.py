@@ -19,12 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from secureml.cache import Cache
 from secureml.errors import MitigationError
+from secureml.families.base import RunContext
 from secureml.gradebook import GradeRow, Status, error_kind, error_summary, now_utc_iso
 from secureml.grading.submissions import MITIGATION_NAME, Submission, copy_submission, make_world_readable
+from secureml.mitigation import decode_result
+from secureml.runner import prepare_stage
 from secureml.sandbox import Limits, SandboxResult, run_sandboxed, scratch_prefix
 from secureml.text import MAX_ERROR_CHARS, truncate
 from secureml.timing import Stopwatch
+from secureml.versions import versions
+from secureml.worker import THREADS_ENV
 
 if TYPE_CHECKING:
     from secureml.scenario import ScenarioBase
@@ -105,8 +111,6 @@ class _StageMemo:
         self._entries: dict[tuple, tuple] = {}
 
     def get(self, scenario: ScenarioBase, ctx):
-        from secureml.runner import prepare_stage
-
         key = (scenario.config_sha256(), str(Path(ctx.cache.root).resolve()),
                str(ctx.data_root), ctx.device)
         value = self._entries.pop(key, None)
@@ -133,7 +137,7 @@ def grade_submission(job: GradeJob) -> GradeRow:
         return _grade(job, clock)
     except KeyboardInterrupt:
         raise
-    except BaseException as error:  # noqa: BLE001 - a grader bug must not stop the run
+    except BaseException as error:  # a grader bug must not stop the run
         return _row(job, clock, Status.INFRA_ERROR,
                     error=f"the grader failed: {type(error).__name__}: {error}")
 
@@ -217,10 +221,6 @@ def _variant_error(row: GradeRow) -> str:
 def _attempt(job: GradeJob, scenario: ScenarioBase, clock: Stopwatch, *, pictures: bool,
              prefix: str = "") -> _Attempt:
     """Run the submission in the sandbox on `scenario`'s inputs and evaluate what it returned."""
-    from secureml.cache import Cache
-    from secureml.families.base import RunContext
-    from secureml.mitigation import decode_result
-
     ctx = RunContext(cache=Cache(job.cache_dir), data_root=job.data_root)
     with clock.stage(prefix + "prepare"):
         family, _split, stage = STAGES.get(scenario, ctx)
@@ -268,8 +268,6 @@ def _attempt(job: GradeJob, scenario: ScenarioBase, clock: Stopwatch, *, picture
 def _row(job: GradeJob, clock: Stopwatch, status: Status, *, error: str = "", score: float | None = None,
          parts=None, metrics=None, flags: Sequence[str] = (), feedback: Sequence[str] = (),
          picture: bytes | None = None) -> GradeRow:
-    from secureml.versions import versions
-
     return GradeRow(
         scenario_id=job.scenario.id,
         trainee=job.submission.trainee,
@@ -300,8 +298,6 @@ def thread_env(threads: int) -> dict[str, str]:
     # threads sleep instead of spinning at barriers; spinning on a busy machine made
     # scikit-learn's KMeans 50x slower in our measurements (see DEFAULT_CHILD_THREADS).
     count = str(max(1, threads))
-    from secureml.worker import THREADS_ENV
-
     return {"OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count, "OPENBLAS_NUM_THREADS": count,
             "OMP_WAIT_POLICY": "PASSIVE", THREADS_ENV: count}
 

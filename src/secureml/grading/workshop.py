@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from secureml import isolation
+from secureml.cache import Cache
+from secureml.cgroups import process_start_ticks
+from secureml.cgroups import sweep_leftovers as sweep_cgroups
 from secureml.errors import SecuremlError
+from secureml.families.base import RunContext
 from secureml.gradebook import Gradebook, GradeRow, Status
 from secureml.grading.executors import Executor, executor_for
 from secureml.grading.job import (
@@ -38,6 +43,7 @@ from secureml.grading.job import (
     with_stderr,
 )
 from secureml.grading.submissions import Submission, discover_submissions
+from secureml.progress import NO_PROGRESS
 from secureml.sandbox import (
     SCRATCH_NAME,
     Limits,
@@ -46,6 +52,8 @@ from secureml.sandbox import (
     run_sandboxed,
     scratch_prefix,
 )
+from secureml.variants import draw_variant
+from secureml.worker import CHECK_REPLY
 
 if TYPE_CHECKING:
     from secureml.scenario import ScenarioBase
@@ -80,10 +88,6 @@ def sweep_leftovers(work_dir: Path | None = None) -> list[Path]:
     Only folders of this user whose maker (pid and start time) is gone are removed; a
     grader running now keeps its own. Returns what was removed.
     """
-    from secureml import isolation
-    from secureml.cgroups import process_start_ticks
-    from secureml.cgroups import sweep_leftovers as sweep_cgroups
-
     removed: list[Path] = []
     plan = isolation.capabilities().cgroup_plan
     if plan is not None:
@@ -114,8 +118,6 @@ def _isolation_summary(unsafe: bool) -> str:
     """The isolation mode, and what enforces the limits, in a few words."""
     if unsafe:
         return "unsafe-subprocess"
-    from secureml import isolation
-
     plan = isolation.capabilities().cgroup_plan
     return f"{isolation_mode()} (limits: {plan.summary if plan else 'the supervisor'})"
 
@@ -208,8 +210,6 @@ def preflight(family_name: str, *, limits: Limits, unsafe: bool, work_dir: Path 
         result = run_sandboxed([sys.executable, "-m", "secureml.worker", "--check", family_name],
                                inputs_dir=Path(folder), limits=check_limits, unsafe=unsafe,
                                env=thread_env(1))
-    from secureml.worker import CHECK_REPLY
-
     if result.outcome != "exited" or result.returncode != 0 or result.result != CHECK_REPLY:
         readable = ("check that the venv is readable by other users (chmod -R o+rX), "
                     if result.isolation == "bubblewrap-root" else "")
@@ -234,14 +234,10 @@ def grade_workshop(
 ) -> GradeReport:
     """Grade every new or changed submission of `submissions` and record each row as it finishes.
 
-    hidden: the scenario with hidden overrides applied (see `scenario.apply_overrides`).
+    hidden: the scenario with hidden overrides applied (see `loader.apply_overrides`).
     executor: how jobs run; by default one chosen from `settings.jobs`.
     stage_progress: a `secureml.progress.Progress` for building the shared stage.
     """
-    from secureml.cache import Cache
-    from secureml.families.base import RunContext
-    from secureml.progress import NO_PROGRESS
-
     started = time.monotonic()
     unsafe = resolve_isolation(settings.unsafe)
     swept = sweep_leftovers(settings.work_dir)
@@ -298,7 +294,5 @@ def automatic_variant(graded: ScenarioBase, gradebook: Gradebook, settings: Grad
     """The variant every submission meets besides `graded`, or None when switched off."""
     if not settings.automatic_variant and settings.variant_seed is None:
         return None
-    from secureml.variants import draw_variant
-
     seed = settings.variant_seed if settings.variant_seed is not None else gradebook.variant_seed(graded.id)
     return draw_variant(graded, seed)
