@@ -126,3 +126,31 @@ def test_a_trigger_outside_the_image_names_the_field_and_the_limit(tmp_path):
         scenario.apply_overrides(loaded, hidden)
     assert "attack.trigger must fit inside the 28x28 images" in caught.value.message()
     assert "row <= 23" in caught.value.message()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "meets_a_variant"),
+    [([], {}, True), (["--variant", "none"], {}, False), ([], {"SECUREML_GRADE_VARIANT": "none"}, False),
+     (["--variant-seed", "5"], {"SECUREML_GRADE_VARIANT": "none"}, True)],
+)
+def test_grade_meets_an_automatic_variant_unless_told_none(arguments, environment, meets_a_variant, tmp_path,
+                                                           monkeypatch):
+    from click.testing import CliRunner
+
+    from secureml import grading
+    from secureml.cli import cli
+
+    graded_with = []
+
+    def grade_workshop(loaded, submissions, book, settings, **options):
+        graded_with.append(settings)
+        raise SystemExit(0)  # the settings are all this test needs: grade nothing
+
+    monkeypatch.setattr(grading, "grade_workshop", grade_workshop)
+    monkeypatch.delenv("SECUREML_GRADE_VARIANT", raising=False)
+    (tmp_path / "alice.py").write_text("def sanitize(x, y, tools):\n    return list(range(len(y)))\n")
+    command = ["grade", "poisoning-01", str(tmp_path), "--db", str(tmp_path / "g.db"), "--unsafe", *arguments]
+    CliRunner().invoke(cli, command, env=environment)
+    (settings,) = graded_with
+    assert settings.automatic_variant is meets_a_variant
+    assert settings.variant_seed == (5 if "--variant-seed" in arguments else None)

@@ -133,9 +133,8 @@ class GradeSettings:
     child_threads: int = DEFAULT_CHILD_THREADS
     # An automatic variant every submission also meets (secureml.variants). Its seed is
     # the gradebook's own (drawn once at random, kept there) unless one is given here, as
-    # an autograder bundle does. Off by default: the poisoning reference does not hold on
-    # every variant yet (README, known gaps).
-    automatic_variant: bool = False
+    # an autograder bundle does. On by default: every lab's reference holds on its variants.
+    automatic_variant: bool = True
     variant_seed: int | None = None
 
 
