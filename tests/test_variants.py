@@ -154,3 +154,29 @@ def test_grade_meets_an_automatic_variant_unless_told_none(arguments, environmen
     (settings,) = graded_with
     assert settings.automatic_variant is meets_a_variant
     assert settings.variant_seed == (5 if "--variant-seed" in arguments else None)
+
+
+def test_a_refused_variant_gives_way_to_the_next_one_drawn_from_the_same_seed():
+    # A variant's stage refuses it (ConfigError) when, e.g., its backdoor did not take hold:
+    # poisoning-02's clean-label attack missed on 7 of its variants 0-7.
+    loaded = scenario.load("poisoning-02")
+    tried = []
+
+    def build(variant):
+        tried.append(variant.config_sha256())
+        if len(tried) % 3:  # refuse two, accept the third
+            raise scenario.ConfigError("the backdoor did not take hold", field="attack")
+
+    chosen = variants.first_valid_variant(loaded, 7, build)
+    assert chosen.config_sha256() == tried[2] and len(set(tried)) == 3
+    assert tried[0] == variants.draw_variant(loaded, 7).config_sha256()
+    assert variants.first_valid_variant(loaded, 7, build) == chosen, "the same seed ends at the same variant"
+
+    def refuse_all(variant):
+        raise scenario.ConfigError("the backdoor did not take hold", field="attack")
+
+    with pytest.raises(scenario.ConfigError) as caught:
+        variants.first_valid_variant(loaded, 7, refuse_all)
+    message = caught.value.message()
+    assert f"none of the {variants.DRAWS} automatic variants" in message and "did not take hold" in message
+    assert "--variant none" in message

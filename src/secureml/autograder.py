@@ -281,7 +281,7 @@ def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     from secureml.families.base import RunContext
     from secureml.progress import RichProgress
     from secureml.runner import prepare_stage
-    from secureml.variants import draw_variant
+    from secureml.variants import first_valid_variant
 
     config = _read_config(Path(root))
     loaded = scenario.load(config.scenario_file)
@@ -290,7 +290,7 @@ def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     with ctx.progress:
         prepare_stage(graded, ctx)
         if config.variant_seed is not None:
-            prepare_stage(draw_variant(graded, config.variant_seed), ctx)
+            first_valid_variant(graded, config.variant_seed, lambda variant: prepare_stage(variant, ctx))
 
 
 def run(root: Path = GRADESCOPE_ROOT) -> dict[str, Any]:

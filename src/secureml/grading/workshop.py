@@ -246,11 +246,14 @@ def grade_workshop(
     swept = sweep_leftovers(settings.work_dir)
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else Cache().root
     graded_scenario = hidden if hidden is not None else scenario
-    variant = automatic_variant(graded_scenario, gradebook, settings)
-    config_sha256 = graded_config_sha256(graded_scenario, variant)
+    stage_progress = stage_progress or NO_PROGRESS
+    ctx = RunContext(cache=Cache(cache_dir), data_root=settings.data_root, progress=stage_progress)
     executor = executor or executor_for(settings.jobs)
     with tempfile.TemporaryDirectory(prefix=scratch_prefix("submissions"), dir=settings.work_dir) as unpack:
         found = discover_submissions(Path(submissions), Path(unpack))
+        with stage_progress:  # a bad submissions folder fails before this
+            variant = automatic_variant(graded_scenario, gradebook, settings, ctx)
+        config_sha256 = graded_config_sha256(graded_scenario, variant)
         jobs = [
             GradeJob(scenario=scenario, hidden=hidden, variant=variant, submission=submission,
                      limits=settings.limits, cache_dir=cache_dir, data_root=settings.data_root,
@@ -268,14 +271,10 @@ def grade_workshop(
                              [], [job.submission for job in skipped], list(found.notes))
         report.notes += [f"removed what a grader that died left behind: {path}" for path in swept]
         if pending:
-            # Build (or load) the shared stage once here, so that workers only read the cache.
-            stage_progress = stage_progress or NO_PROGRESS
-            ctx = RunContext(cache=Cache(cache_dir), data_root=settings.data_root,
-                             progress=stage_progress)
+            # Build (or load) the shared stage once here, so that workers only read the cache
+            # (the variant's was built above, to know it is valid).
             with stage_progress:
                 STAGES.get(graded_scenario, ctx)
-                if variant is not None:
-                    STAGES.get(variant, ctx)
             preflight(graded_scenario.family, limits=settings.limits, unsafe=unsafe,
                       work_dir=settings.work_dir)
             progress.start(len(pending), executor.workers)
@@ -293,11 +292,16 @@ def grade_workshop(
     return report
 
 
-def automatic_variant(graded: ScenarioBase, gradebook: Gradebook, settings: GradeSettings) -> ScenarioBase | None:
-    """The variant every submission meets besides `graded`, or None when switched off."""
+def automatic_variant(graded: ScenarioBase, gradebook: Gradebook, settings: GradeSettings,
+                      ctx=None) -> ScenarioBase | None:
+    """The variant every submission meets besides `graded`, or None when switched off.
+    With `ctx`, its stage is built, and a variant refused there (a backdoor that did not
+    take hold) gives way to the next one drawn from the same seed."""
     if not settings.automatic_variant and settings.variant_seed is None:
         return None
-    from secureml.variants import draw_variant
+    from secureml.variants import draw_variant, first_valid_variant
 
     seed = settings.variant_seed if settings.variant_seed is not None else gradebook.variant_seed(graded.id)
-    return draw_variant(graded, seed)
+    if ctx is None:
+        return draw_variant(graded, seed)
+    return first_valid_variant(graded, seed, lambda variant: STAGES.get(variant, ctx))
