@@ -45,8 +45,9 @@ def test_poisoning_variants_never_keep_the_public_target_and_move_the_trigger(sc
 
 def test_badnets_variants_draw_bright_checkerboards_anywhere_even_on_the_digit():
     # Only the look the lab's reference finds (poisoning/config.py, LOOKS): dark squares
-    # and blends take hold too, but the reference scored 0 on them, and a grade is the
-    # lower of the public and the variant score. They stay available to hidden variants.
+    # and blends take hold too, but the reference scored 0 on them (its k-NN vote removes
+    # no blended poison), and a grade is the lower of the public and the variant score.
+    # They stay available to hidden variants.
     loaded = scenario.load("poisoning-01")
     drawn = [variants.draw_variant(loaded, variant_seed).attack.trigger for variant_seed in range(200)]
     assert {(trigger.kind, trigger.pixel_value) for trigger in drawn} == {("checker", 1.0)}
