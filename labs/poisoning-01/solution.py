@@ -16,9 +16,10 @@ the plurality label of its k nearest neighbours; here it runs on pixels, in two 
    to Detect and Handle Outliers", 1993). Measured: the target's larger z-score was 3.9
    to 11.6 on the public lab and 8 variants (full and half size), no other label's
    above 2.6.
-2. Inside a suspect label, drop the outvoted samples, and repeat: poison also neighbours
-   other poison (same trigger, same label), which shields it in the first round; once
-   those are gone, it is outvoted too. Stop when nothing changes.
+2. Inside a suspect label, drop the samples outvoted among their 20 nearest neighbours,
+   and repeat: poison also neighbours other poison (same trigger, same label), which
+   shields it in the first round; once those are gone, it is outvoted too. Stop when
+   nothing changes.
 
 No threshold here was fitted to the lab: the plurality vote and the outlier cut are the
 papers' rules, and every cut is relative to the data. Nothing depends on the trigger's
@@ -28,13 +29,18 @@ everywhere would drop about 5% of the clean digits, which the score charges for.
 
 import numpy as np
 
-NEIGHBOURS = 10  # k of Peri et al.'s deep k-NN
+NEIGHBOURS = 10  # k of Peri et al.'s deep k-NN, to find the suspect labels
+# k of the vote inside a suspect label. Poison is shielded from the vote while more than
+# half its neighbours are fellow poison (same digit, same trigger); a larger k needs more
+# of them. Measured on variants 0-7: k = 10 left up to 18 of 400 poison, 20 up to 11.
+VOTE_NEIGHBOURS = 20
 OUTLIER_Z = 3.5  # Iglewicz and Hoaglin's cut for the modified z-score
 MAX_ROUNDS = 10  # rounds of the vote; measured, it settles after 2-4
 
 
-def nearest_neighbours(x, k=NEIGHBOURS):
-    """The indices of each sample's k nearest other samples, by Euclidean distance in pixel space."""
+def nearest_neighbours(x, k):
+    """The indices of each sample's k nearest other samples, nearest first, by Euclidean
+    distance in pixel space."""
     flat = x.reshape(len(x), -1).astype(np.float32)
     squared = (flat**2).sum(axis=1)
     nearest = np.empty((len(x), k), dtype=np.int64)
@@ -42,7 +48,9 @@ def nearest_neighbours(x, k=NEIGHBOURS):
         block = flat[start : start + 1000]
         distances = squared[start : start + 1000, None] - 2 * block @ flat.T + squared[None, :]
         distances[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
-        nearest[start : start + 1000] = np.argpartition(distances, k, axis=1)[:, :k]
+        candidates = np.argpartition(distances, k, axis=1)[:, :k]
+        order = np.argsort(np.take_along_axis(distances, candidates, axis=1), axis=1)
+        nearest[start : start + 1000] = np.take_along_axis(candidates, order, axis=1)
     return nearest
 
 
@@ -69,9 +77,11 @@ def suspect_labels(y, voted, num_classes):
 
 
 def sanitize(x, y, tools):
-    nearest = nearest_neighbours(x)
+    nearest = nearest_neighbours(x, max(NEIGHBOURS, VOTE_NEIGHBOURS))
     alive = np.ones(len(y), dtype=bool)
-    suspect = suspect_labels(y, plurality(y, nearest, alive, tools.num_classes), tools.num_classes)[y]
+    voted = plurality(y, nearest[:, :NEIGHBOURS], alive, tools.num_classes)
+    suspect = suspect_labels(y, voted, tools.num_classes)[y]
+    nearest = nearest[:, :VOTE_NEIGHBOURS]
     for _ in range(MAX_ROUNDS):
         voted = plurality(y, nearest, alive, tools.num_classes)
         drop = alive & suspect & (voted != y) & (voted >= 0)

@@ -326,7 +326,8 @@ def _grade(root: Path, started: float) -> dict[str, Any]:
         command = [sys.executable, "-m", "secureml.cli", "grade", str(config.scenario_file), str(submissions),
                    "--db", str(db), "--json", "--timeout", f"{settings.timeout_s:g}",
                    "--memory", str(settings.memory_mb)]
-        command += ["--variant", "none"] if config.variant_seed is None else ["--variant-seed", str(config.variant_seed)]
+        variant = ["--variant", "none"] if config.variant_seed is None else ["--variant-seed", str(config.variant_seed)]
+        command += variant
         if config.hidden_file is not None:
             command += ["--hidden", str(config.hidden_file)]
         done = subprocess.run(command, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True)

@@ -133,7 +133,8 @@ class GradeSettings:
     child_threads: int = DEFAULT_CHILD_THREADS
     # An automatic variant every submission also meets (secureml.variants). Its seed is
     # the gradebook's own (drawn once at random, kept there) unless one is given here, as
-    # an autograder bundle does. On by default: every lab's reference holds on its variants.
+    # an autograder bundle does. On by default (README, automatic variants); `grade
+    # --variant none` turns it off.
     automatic_variant: bool = True
     variant_seed: int | None = None
 
