@@ -24,7 +24,8 @@ the plurality label of its k nearest neighbours; here it runs on pixels, in two 
 No threshold here was fitted to the lab: the plurality vote and the outlier cut are the
 papers' rules, and every cut is relative to the data. Nothing depends on the trigger's
 look, its position or the target class. Clean labels are left alone: applying the vote
-everywhere would drop about 5% of the clean digits, which the score charges for.
+everywhere would drop about 9% of the clean digits (the median share outvoted per
+label, measured), which the score charges for.
 """
 
 import numpy as np
