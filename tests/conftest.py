@@ -14,9 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # The automatic variant's seed in tests that grade with it: one fixed seed, so the session
 # builds each variant's stage once (a gradebook would draw a new one at random). Variant 2
-# of poisoning-01 is a bright checkerboard at row 11, column 5, target 2, which the
-# reference finds (86.0); on variant 7 it scores 0 (README, "Known gaps").
+# of poisoning-01 is a bright checkerboard at row 11, column 5, target 2, on which the
+# reference scores 90.5.
 VARIANT_SEED = 2
+# `secureml grade` also grades on an automatic variant by default, drawn from a new random
+# seed in every new gradebook: one more stage to build per test. Tests that grade the
+# public scenario only run without it; tests of the variant pass --variant-seed.
+os.environ.setdefault("SECUREML_GRADE_VARIANT", "none")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -121,7 +121,7 @@ def _grade_run(loaded, cache_dir: Path, tmp_path: Path, entries: dict, *, hidden
     """A whole grading run (discovery, skip, fan-out, gradebook) as `secureml grade` does it."""
     folder = _submissions(tmp_path / "submissions", entries)
     settings = GradeSettings(limits=Limits(timeout_s=timeout_s, memory_mb=memory_mb, **limits),
-                             cache_dir=cache_dir, pictures=False)
+                             cache_dir=cache_dir, pictures=False, automatic_variant=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(loaded, folder, book, settings, hidden=hidden)
         stored = {row.trainee: row for row in book.rows(loaded.id)}
@@ -523,7 +523,8 @@ def test_folder_submissions_import_their_helpers_and_broken_ones_are_errors(pois
     (folder / "carol").mkdir()
     (folder / "carol" / "mitigation.py").write_text(_payload("all_indices"))
     (folder / "carol" / "passwords").symlink_to("/etc/shadow")
-    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False,
+                             automatic_variant=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(poisoning, folder, book, settings)
     rows = {row.trainee: row for row in report.graded}
@@ -547,7 +548,8 @@ def test_every_family_grades_its_reference_above_its_starter_in_the_sandbox(scen
     folder.mkdir()
     for trainee, lab_file in (("reference", "solution.py"), ("starter", "mitigation.py")):
         shutil.copy(REPO / "labs" / scenario_id / lab_file, folder / f"{trainee}.py")
-    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache)
+    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache,
+                             automatic_variant=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         grade_workshop(loaded, folder, book, settings)
         rows = {row.trainee: row for row in book.rows(scenario_id)}
@@ -562,7 +564,7 @@ def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cac
     # A submission that really filters, so that the grader retrains and measures a new model.
     folder = _submissions(tmp_path / "submissions", {"alice": "trigger_oracle"})
     settings = GradeSettings(limits=Limits(timeout_s=60, memory_mb=2048), cache_dir=session_cache,
-                             regrade=True)
+                             regrade=True, automatic_variant=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         first = grade_workshop(poisoning, folder, book, settings).graded[0]
         second = grade_workshop(poisoning, folder, book, settings).graded[0]
@@ -575,13 +577,13 @@ def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cac
     assert first.picture_png and first.picture_png.startswith(b"\x89PNG")
 
 
-def test_the_automatic_variant_is_off_by_default_and_comes_from_the_gradebooks_kept_seed(tmp_path):
+def test_the_automatic_variant_is_on_by_default_and_comes_from_the_gradebooks_kept_seed(tmp_path):
     public = scenario.load("poisoning-01")
     with Gradebook.open(tmp_path / "g.db") as book:
-        first = automatic_variant(public, book, GradeSettings(automatic_variant=True))
-        again = automatic_variant(public, book, GradeSettings(automatic_variant=True))
+        first = automatic_variant(public, book, GradeSettings())  # on by default
+        again = automatic_variant(public, book, GradeSettings())
         given = automatic_variant(public, book, GradeSettings(variant_seed=VARIANT_SEED))
-        assert automatic_variant(public, book, GradeSettings()) is None  # off by default
+        assert automatic_variant(public, book, GradeSettings(automatic_variant=False)) is None
     assert first.config_sha256() == again.config_sha256() != public.config_sha256()
     assert first.seed != public.seed
     assert given.config_sha256() not in (first.config_sha256(), public.config_sha256())
@@ -653,7 +655,8 @@ def test_hidden_variant_is_recorded_as_such_not_its_contents(poisoning, session_
             written += path.read_bytes()
     assert secret_hint.encode() not in written and secret_drop.encode() not in written
     # Grading the public scenario afterwards regrades: the config differs.
-    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30, memory_mb=2048), cache_dir=session_cache, pictures=False,
+                             automatic_variant=False)
     with Gradebook.open(db) as book:
         public = grade_workshop(poisoning, tmp_path / "submissions", book, settings)
     assert [r.hidden_variant for r in public.graded] == [False]
@@ -694,7 +697,8 @@ def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, ses
                 yield job, RuntimeError("worker process died")
 
     folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
-    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, pictures=False)
+    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, pictures=False,
+                             automatic_variant=False)
     with Gradebook.open(tmp_path / "gradebook.db") as book:
         report = grade_workshop(poisoning, folder, book, settings, executor=Crashing())
         assert [row.status for row in book.rows()] == ["infra-error"]
@@ -707,6 +711,25 @@ def test_a_failing_executor_or_sandbox_becomes_an_infra_error_row(poisoning, ses
     found = discover_submissions(folder, tmp_path / "unpacked")
     row = grade_submission(_job(poisoning, session_cache, found.submissions[0]))
     assert row.status == "infra-error" and "no more file descriptors" in row.error
+
+
+@needs_bwrap
+def test_when_no_automatic_variant_can_be_built_the_run_grades_the_public_scenario_and_says_so(
+        poisoning, session_cache, tmp_path, monkeypatch):
+    from secureml import variants
+
+    def refused(variant):  # what a stage whose backdoor did not take hold raises
+        raise ConfigError("the backdoor did not take hold: victim ASR 0.08")
+
+    monkeypatch.setattr(grading_workshop, "first_valid_variant",
+                        lambda graded, seed, build: variants.first_valid_variant(graded, seed, refused))
+    folder = _submissions(tmp_path / "submissions", {"alice": "all_indices"})
+    settings = GradeSettings(limits=Limits(timeout_s=30), cache_dir=session_cache, pictures=False)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        report = grade_workshop(poisoning, folder, book, settings)
+        assert [row.status for row in book.rows()] == ["ok"]
+    assert not report.automatic_variant
+    assert any("public scenario only" in note and "did not take hold" in note for note in report.notes)
 
 
 def test_grade_refuses_untrusted_code_without_bubblewrap_unless_unsafe(tmp_path, monkeypatch):

@@ -186,13 +186,12 @@ def test_gaming_filters_score_near_zero_on_a_variant():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 11): the reference's thresholds were tuned on the public lab; on "
-    "variant 4 at half size it drops nothing and scores 0",
-)
 def test_the_reference_still_scores_high_on_a_variant():
+    # Its thresholds are relative to the data (a plurality vote, an outlier cut among the
+    # labels), so a trigger and a target it never saw change nothing. Before, its fixed
+    # thresholds dropped nothing here and it scored 0.
     reference = _score(_variant_4(), LAB / "solution.py")
+    assert reference.metrics["mitigated.poison_removed"] > 0.9, reference.metrics
     assert reference.score.total >= 80, reference.metrics
 
 

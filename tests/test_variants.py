@@ -44,8 +44,9 @@ def test_poisoning_variants_never_keep_the_public_target_and_move_the_trigger(sc
 
 def test_badnets_variants_draw_bright_checkerboards_anywhere_even_on_the_digit():
     # Only the look the lab's reference finds (poisoning/config.py, LOOKS): dark squares
-    # and blends take hold too, but the reference scored 0 on them, and a grade is the
-    # lower of the public and the variant score. They stay available to hidden variants.
+    # and blends take hold too, but the reference scored 0 on them (its k-NN vote removes
+    # no blended poison), and a grade is the lower of the public and the variant score.
+    # They stay available to hidden variants.
     loaded = scenario.load("poisoning-01")
     drawn = [variants.draw_variant(loaded, variant_seed).attack.trigger for variant_seed in range(200)]
     assert {(trigger.kind, trigger.pixel_value) for trigger in drawn} == {("checker", 1.0)}
@@ -125,3 +126,57 @@ def test_a_trigger_outside_the_image_names_the_field_and_the_limit(tmp_path):
         scenario.apply_overrides(loaded, hidden)
     assert "attack.trigger must fit inside the 28x28 images" in caught.value.message()
     assert "row <= 23" in caught.value.message()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "meets_a_variant"),
+    [([], {}, True), (["--variant", "none"], {}, False), ([], {"SECUREML_GRADE_VARIANT": "none"}, False),
+     (["--variant-seed", "5"], {"SECUREML_GRADE_VARIANT": "none"}, True)],
+)
+def test_grade_meets_an_automatic_variant_unless_told_none(arguments, environment, meets_a_variant, tmp_path,
+                                                           monkeypatch):
+    from click.testing import CliRunner
+
+    from secureml import grading
+    from secureml.cli import cli
+
+    graded_with = []
+
+    def grade_workshop(loaded, submissions, book, settings, **options):
+        graded_with.append(settings)
+        raise SystemExit(0)  # the settings are all this test needs: grade nothing
+
+    monkeypatch.setattr(grading, "grade_workshop", grade_workshop)
+    monkeypatch.delenv("SECUREML_GRADE_VARIANT", raising=False)
+    (tmp_path / "alice.py").write_text("def sanitize(x, y, tools):\n    return list(range(len(y)))\n")
+    command = ["grade", "poisoning-01", str(tmp_path), "--db", str(tmp_path / "g.db"), "--unsafe", *arguments]
+    CliRunner().invoke(cli, command, env=environment)
+    (settings,) = graded_with
+    assert settings.automatic_variant is meets_a_variant
+    assert settings.variant_seed == (5 if "--variant-seed" in arguments else None)
+
+
+def test_a_refused_variant_gives_way_to_the_next_one_drawn_from_the_same_seed():
+    # A variant's stage refuses it (ConfigError) when, e.g., its backdoor did not take hold:
+    # poisoning-02's clean-label attack missed on 7 of its variants 0-7.
+    loaded = scenario.load("poisoning-02")
+    tried = []
+
+    def build(variant):
+        tried.append(variant.config_sha256())
+        if len(tried) % 3:  # refuse two, accept the third
+            raise scenario.ConfigError("the backdoor did not take hold", field="attack")
+
+    chosen = variants.first_valid_variant(loaded, 7, build)
+    assert chosen.config_sha256() == tried[2] and len(set(tried)) == 3
+    assert tried[0] == variants.draw_variant(loaded, 7).config_sha256()
+    assert variants.first_valid_variant(loaded, 7, build) == chosen, "the same seed ends at the same variant"
+
+    def refuse_all(variant):
+        raise scenario.ConfigError("the backdoor did not take hold", field="attack")
+
+    with pytest.raises(scenario.ConfigError) as caught:
+        variants.first_valid_variant(loaded, 7, refuse_all)
+    message = caught.value.message()
+    assert f"none of the {variants.DRAWS} automatic variants" in message and "did not take hold" in message
+    assert "--variant none" in message

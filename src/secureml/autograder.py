@@ -62,7 +62,7 @@ from secureml.gradebook import (
 from secureml.paths import content_root
 from secureml.progress import RichProgress
 from secureml.runner import prepare_stage
-from secureml.variants import draw_variant
+from secureml.variants import first_valid_variant
 
 if TYPE_CHECKING:
     from secureml.scenario import ScenarioBase
@@ -294,7 +294,7 @@ def prepare(root: Path = GRADESCOPE_ROOT) -> None:
     with progress:
         prepare_stage(graded, ctx)
         if config.variant_seed is not None:
-            prepare_stage(draw_variant(graded, config.variant_seed), ctx)
+            first_valid_variant(graded, config.variant_seed, lambda variant: prepare_stage(variant, ctx))
 
 
 def run(root: Path = GRADESCOPE_ROOT) -> dict[str, Any]:
@@ -330,8 +330,8 @@ def _grade(root: Path, started: float) -> dict[str, Any]:
         command = [sys.executable, "-m", "secureml.cli", "grade", str(config.scenario_file), str(submissions),
                    "--db", str(db), "--json", "--timeout", f"{settings.timeout_s:g}",
                    "--memory", str(settings.memory_mb)]
-        if config.variant_seed is not None:
-            command += ["--variant-seed", str(config.variant_seed)]
+        variant = ["--variant", "none"] if config.variant_seed is None else ["--variant-seed", str(config.variant_seed)]
+        command += variant
         if config.hidden_file is not None:
             command += ["--hidden", str(config.hidden_file)]
         done = subprocess.run(command, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True)

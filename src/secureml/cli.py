@@ -642,10 +642,11 @@ def _print_roster_notes(matched, roster_path: Path) -> None:
               help="A YAML file of overrides the trainees never saw (seed, trigger, target...). "
                    "Rows record that a hidden variant was used, not what it was. A submission "
                    "has one row per gradebook: use another --db to keep its public grade too.")
-@click.option("--variant", type=click.Choice(["auto"]),
-              help="Also grade every submission on an automatic variant (a new seed and new secrets) "
-                   "and keep the lower score. Its seed is drawn at random the first time a scenario "
-                   "is graded into --db, and kept there. Off by default: see README, known gaps.")
+@click.option("--variant", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              envvar="SECUREML_GRADE_VARIANT", show_envvar=True,
+              help="auto: also grade every submission on an automatic variant (a new seed and new "
+                   "secrets) and keep the lower score. Its seed is drawn at random the first time a "
+                   "scenario is graded into --db, and kept there. none: the public scenario only.")
 @click.option("--variant-seed", type=click.IntRange(min=0), metavar="N",
               help="Draw the automatic variant from this seed (implies --variant auto).")
 @click.option("--regrade", is_flag=True, help="Grade every submission again, even those already graded.")
@@ -663,13 +664,13 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     mitigation.py) per trainee, or a zip of such a folder. The attack and the victim
     are built once and shared; each submission runs isolated (no network, read-only
     view of its inputs only, limits on time, memory and processes) and is scored by
-    the grader. With --variant auto every submission also meets an automatic variant
-    of the scenario (another seed and other secrets, drawn from a seed kept in the
-    gradebook and shown to nobody), and its grade is the lower of the two scores. Each
-    row is stored as soon as it is graded; a re-run grades only new or changed submissions.
-    Runs as root or as a normal user (`secureml doctor` says how submissions will be
-    isolated). Exits 7 if trainee code cannot be isolated here (see --unsafe), 8 if the
-    grader itself failed on some submission (re-run to retry).
+    the grader. Every submission also meets an automatic variant of the scenario
+    (another seed and other secrets, drawn from a seed kept in the gradebook and shown
+    to nobody), and its grade is the lower of the two scores (--variant none: the
+    public scenario only). Each row is stored as soon as it is graded; a re-run grades
+    only new or changed submissions. Runs as root or as a normal user (`secureml doctor`
+    says how submissions will be isolated). Exits 7 if trainee code cannot be isolated
+    here (see --unsafe), 8 if the grader itself failed on some submission (re-run to retry).
 
     \b
     Examples:
@@ -677,7 +678,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
       secureml grade poisoning-01 submissions.zip --db course.db --export csv --output grades.csv
       secureml grade poisoning-01 submissions/ --export canvas --roster roster.csv --assignment-id 4321
       secureml grade poisoning-01 submissions/ --hidden hidden/poisoning-01.yaml --regrade
-      secureml grade evasion-01 submissions/ --variant auto
+      secureml grade evasion-01 submissions/ --variant none
       secureml grade poisoning-01 submissions/ --timeout 120 --memory 2048 --json
     """
     # Before torch loads OpenMP. With several jobs this process shares the cores with its
@@ -697,7 +698,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
         # Read the roster first: a bad roster is found before the grading, not after it.
         export_settings = _export_settings(roster, assignment_id, assignment_title, points)
         loaded = loader.load(scenario_id)
-        variant = loader.apply_overrides(loaded, hidden) if hidden else None
+        hidden_variant = loader.apply_overrides(loaded, hidden) if hidden else None
         if grading.resolve_isolation(unsafe):
             from secureml.sandbox import isolation_problem
 
@@ -710,7 +711,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
         stage_progress = NO_PROGRESS if as_json else RichProgress()
         bar = grading.NO_GRADE_PROGRESS if as_json else report.RichGradeProgress()
         with gradebook.Gradebook.open(db) as book:
-            outcome = grading.grade_workshop(loaded, submissions, book, settings, hidden=variant,
+            outcome = grading.grade_workshop(loaded, submissions, book, settings, hidden=hidden_variant,
                                              stage_progress=stage_progress, progress=bar)
             exported = _export_grades(book.latest(loaded.id), export_format, output, loaded.id,
                                       export_settings)
@@ -721,7 +722,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
             for note in outcome.notes:  # "skipped NAME: ..." quotes trainees' file names
                 out.print(f"[yellow]note:[/yellow] {report.safe_markup(note)}")
             if outcome.graded:
-                title = (f"secureml grade {loaded.id}" + (" (hidden variant)" if variant else "")
+                title = (f"secureml grade {loaded.id}" + (" (hidden variant)" if hidden_variant else "")
                          + (", each also on an automatic variant" if outcome.automatic_variant else ""))
                 out.print(report.rows_table(outcome.graded, title))
             counts = ", ".join(f"{status} {count}" for status, count in sorted(outcome.counts().items()))
@@ -823,9 +824,9 @@ def gradebook_command(db, scenario_id, export_format, output, roster, assignment
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The secureml wheel to install on Gradescope [default: dist/ of the clone, "
                    "from `make wheel`].")
-@click.option("--variant", type=click.Choice(["auto"]),
-              help="Also grade on an automatic variant, as `grade --variant auto`; its seed is drawn "
-                   "at random now and kept in the bundle.")
+@click.option("--variant", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="auto: also grade on an automatic variant, as `grade` does; its seed is drawn at "
+                   "random now and kept in the bundle. none: the public scenario only.")
 @click.option("--variant-seed", type=click.IntRange(min=0), metavar="N",
               help="Draw the automatic variant from this seed (implies --variant auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
@@ -837,7 +838,7 @@ def autograder(scenario_id, out, hidden, visibility, timeout_s, memory_mb, wheel
     build of torch, and builds the scenario's victim and attack once), run_autograder
     (grades each submission in the sandbox and writes results.json: the score, a test
     per score part, feedback, leaderboard), the wheel, the scenario and the hidden
-    variant (and, with --variant auto, the automatic variant's seed, as under `grade`).
+    variant (and the automatic variant's seed, as under `grade`; --variant none for none).
     Upload it under the assignment's Configure Autograder.
 
     \b

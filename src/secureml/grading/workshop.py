@@ -28,7 +28,7 @@ from secureml import isolation
 from secureml.cache import Cache
 from secureml.cgroups import process_start_ticks
 from secureml.cgroups import sweep_leftovers as sweep_cgroups
-from secureml.errors import SecuremlError
+from secureml.errors import ConfigError, SecuremlError
 from secureml.families.base import RunContext
 from secureml.gradebook import Gradebook, GradeRow, Status
 from secureml.grading.executors import Executor, executor_for
@@ -52,7 +52,7 @@ from secureml.sandbox import (
     run_sandboxed,
     scratch_prefix,
 )
-from secureml.variants import draw_variant
+from secureml.variants import draw_variant, first_valid_variant
 from secureml.worker import CHECK_REPLY
 
 if TYPE_CHECKING:
@@ -135,9 +135,9 @@ class GradeSettings:
     child_threads: int = DEFAULT_CHILD_THREADS
     # An automatic variant every submission also meets (secureml.variants). Its seed is
     # the gradebook's own (drawn once at random, kept there) unless one is given here, as
-    # an autograder bundle does. Off by default: the poisoning reference does not hold on
-    # every variant yet (README, known gaps).
-    automatic_variant: bool = False
+    # an autograder bundle does. On by default (README, automatic variants); `grade
+    # --variant none` turns it off.
+    automatic_variant: bool = True
     variant_seed: int | None = None
 
 
@@ -243,11 +243,24 @@ def grade_workshop(
     swept = sweep_leftovers(settings.work_dir)
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else Cache().root
     graded_scenario = hidden if hidden is not None else scenario
-    variant = automatic_variant(graded_scenario, gradebook, settings)
-    config_sha256 = graded_config_sha256(graded_scenario, variant)
+    stage_progress = stage_progress or NO_PROGRESS
+    ctx = RunContext(cache=Cache(cache_dir), data_root=settings.data_root, progress=stage_progress)
     executor = executor or executor_for(settings.jobs)
     with tempfile.TemporaryDirectory(prefix=scratch_prefix("submissions"), dir=settings.work_dir) as unpack:
         found = discover_submissions(Path(submissions), Path(unpack))
+        variant_notes: list[str] = []
+        with stage_progress:  # a bad submissions folder fails before this
+            try:
+                variant = automatic_variant(graded_scenario, gradebook, settings, ctx)
+            except ConfigError as none_valid:
+                # Grading goes on without one: the run is never lost for want of a variant.
+                variant = None
+                variant_notes.append(
+                    f"graded on the {'hidden' if hidden is not None else 'public'} scenario only: "
+                    f"{none_valid.problem} ({none_valid.found}). Try another --variant-seed, or "
+                    f"--variant none to skip this search."
+                )
+        config_sha256 = graded_config_sha256(graded_scenario, variant)
         jobs = [
             GradeJob(scenario=scenario, hidden=hidden, variant=variant, submission=submission,
                      limits=settings.limits, cache_dir=cache_dir, data_root=settings.data_root,
@@ -264,15 +277,12 @@ def grade_workshop(
         report = GradeReport(scenario.id, hidden is not None, variant is not None, _isolation_summary(unsafe),
                              [], [job.submission for job in skipped], list(found.notes))
         report.notes += [f"removed what a grader that died left behind: {path}" for path in swept]
+        report.notes += variant_notes
         if pending:
-            # Build (or load) the shared stage once here, so that workers only read the cache.
-            stage_progress = stage_progress or NO_PROGRESS
-            ctx = RunContext(cache=Cache(cache_dir), data_root=settings.data_root,
-                             progress=stage_progress)
+            # Build (or load) the shared stage once here, so that workers only read the cache
+            # (the variant's was built above, to know it is valid).
             with stage_progress:
                 STAGES.get(graded_scenario, ctx)
-                if variant is not None:
-                    STAGES.get(variant, ctx)
             preflight(graded_scenario.family, limits=settings.limits, unsafe=unsafe,
                       work_dir=settings.work_dir)
             progress.start(len(pending), executor.workers)
@@ -290,9 +300,14 @@ def grade_workshop(
     return report
 
 
-def automatic_variant(graded: ScenarioBase, gradebook: Gradebook, settings: GradeSettings) -> ScenarioBase | None:
-    """The variant every submission meets besides `graded`, or None when switched off."""
+def automatic_variant(graded: ScenarioBase, gradebook: Gradebook, settings: GradeSettings,
+                      ctx=None) -> ScenarioBase | None:
+    """The variant every submission meets besides `graded`, or None when switched off.
+    With `ctx`, its stage is built, and a variant refused there (a backdoor that did not
+    take hold) gives way to the next one drawn from the same seed."""
     if not settings.automatic_variant and settings.variant_seed is None:
         return None
     seed = settings.variant_seed if settings.variant_seed is not None else gradebook.variant_seed(graded.id)
-    return draw_variant(graded, seed)
+    if ctx is None:
+        return draw_variant(graded, seed)
+    return first_valid_variant(graded, seed, lambda variant: STAGES.get(variant, ctx))
