@@ -89,7 +89,14 @@ def miface_starts(
 
 
 def run_miface(
-    model, starts: MIFaceStarts, reference: np.ndarray, attack: MIFaceAttack, *, num_classes: int, progress: Progress
+    model,
+    starts: MIFaceStarts,
+    reference: np.ndarray,
+    attack: MIFaceAttack,
+    *,
+    num_classes: int,
+    progress: Progress,
+    device: str = "cpu",
 ) -> Reconstructions:
     """ART's MIFace against `model`, from every start towards its class.
 
@@ -109,7 +116,7 @@ def run_miface(
     scale = attack.logit_std / max(logit_std(model, reference), 1e-12)
     # A copy: art_classifier freezes the weights it is given.
     attacked = _attacked_model(copy.deepcopy(model), scale)
-    classifier = art_classifier(attacked, input_shape=shape, num_classes=num_classes)
+    classifier = art_classifier(attacked, input_shape=shape, num_classes=num_classes, device=device)
     labels = starts.labels
     inversion = MIFace(
         classifier,
