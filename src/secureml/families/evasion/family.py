@@ -568,11 +568,10 @@ class _EvasionFamily(Family[EvasionStage, Output]):
 
     # ------------------------------------------------------------------ the mitigation's view
 
-    def _handover(self, stage: EvasionStage, **kwargs: Any) -> Handover:
+    def _handover(self, stage: EvasionStage, extras: dict[str, Any], **kwargs: Any) -> Handover:
         """The victim, its recipe and weights, and the threat model; a family adds its own."""
         threat = stage.scenario.threat
-        extras = {"norm": threat.norm, "epsilon": threat.epsilon, **kwargs.pop("extras", {})}
-        return handover_of(stage, extras=extras, **kwargs)
+        return handover_of(stage, extras={"norm": threat.norm, "epsilon": threat.epsilon, **extras}, **kwargs)
 
 
 # =========================================================================== harden

@@ -651,6 +651,7 @@ class QueryInversionFamily(Family[ApiStage, "np.ndarray"], _InversionFamily):
                         progress=ctx.progress,
                         start=start,
                         view=view,
+                        device=ctx.device,
                     ),
                     answers,
                 )
