@@ -149,7 +149,8 @@ def test_a_trainee_file_with_the_old_tool_names_returns_the_same_model_and_is_to
 
     folder = _handover(tmp_path / "inputs")
     old = _trainee_file(tmp_path, "old", OLD_NAMES)
-    new_names = OLD_NAMES.replace("tools.new_model()", "tools.build()").replace("tools.optimizer ==", "tools.optimizer_name ==")
+    new_names = OLD_NAMES.replace("tools.new_model()", "tools.build()")
+    new_names = new_names.replace("tools.optimizer ==", "tools.optimizer_name ==")
     new = _trainee_file(tmp_path, "new", new_names)
     base._ALREADY_SAID.clear()
     with warnings.catch_warnings(record=True) as caught:

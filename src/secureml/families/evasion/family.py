@@ -280,7 +280,10 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             # zero gradients, although the surrogate's are fine and the score is 0).
             margin = scenario.masking.black_box_margin
             robust = final.suite.robust_accuracy
-            confirmed = robust <= undefended.suite.robust_accuracy + margin or robust < mitigated.suite.robust_accuracy - margin
+            confirmed = (
+                robust <= undefended.suite.robust_accuracy + margin
+                or robust < mitigated.suite.robust_accuracy - margin
+            )
             if confirmed:
                 flags = {**fired, **escalated_flags}
             else:
@@ -353,7 +356,9 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             metrics=metrics,
             score=score,
             rows=rows,
-            feedback=self._feedback(stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted),
+            feedback=self._feedback(
+                stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted
+            ),
             flags=list(flags.values()),
             pictures=pictures,
             details=details,
@@ -380,7 +385,9 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             samples[f"{prefix}.pgd_curve@{epsilon:g}"] = attacked
         return samples
 
-    def _escalation(self, stage: EvasionStage, subject: Subject, mitigated: Report, ctx: RunContext) -> EscalationResult:
+    def _escalation(
+        self, stage: EvasionStage, subject: Subject, mitigated: Report, ctx: RunContext
+    ) -> EscalationResult:
         """Run (or load) the escalated attacks on a flagged model."""
         scenario = stage.scenario
         key = content_key(self._report_key(stage, subject), "escalation", scenario.escalation.model_dump(mode="json"))
@@ -414,7 +421,13 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             suite.x, suite.y, suite.clean_correct, {**suite.outcomes, **escalation.outcomes}, suite.disagreement
         )
         curve = [min(a, b) for a, b in zip(mitigated.curve, escalation.surrogate_curve)]
-        return Report(mitigated.clean_accuracy, merged, curve, escalation.surrogate_zero_gradient_share, mitigated.naive_robust_accuracy)
+        return Report(
+            mitigated.clean_accuracy,
+            merged,
+            curve,
+            escalation.surrogate_zero_gradient_share,
+            mitigated.naive_robust_accuracy,
+        )
 
     def _metrics(self, prefix: str, report: Report, scenario) -> dict[str, float]:
         suite = report.suite

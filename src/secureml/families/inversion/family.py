@@ -810,7 +810,8 @@ class QueryInversionFamily(Family[ApiStage, "np.ndarray"], _InversionFamily):
             notes.append(
                 f"Read as {view}, your outputs still let the attacker pick a user's image out of the "
                 f"others {100 * mitigated.identification_by_view[view]:.0f}% of the time (full probabilities "
-                f"{100 * undefended.identification_by_view[view]:.0f}%, labels only {100 * label_only.identification_by_view[view]:.0f}%, "
+                f"{100 * undefended.identification_by_view[view]:.0f}%, labels only "
+                f"{100 * label_only.identification_by_view[view]:.0f}%, "
                 f"chance 50%). {hints.leakage_remaining}"
             )
         if score.capped_by or score.parts["usefulness"] < 0.9:
