@@ -57,7 +57,7 @@ needs_bwrap = pytest.mark.skipif(
     MODE is None, reason=f"bubblewrap isolation unavailable here ({sandbox.isolation_problem()})"
 )
 # What poisoning's write_inputs gives a mitigation; anything else in its folder is a leak.
-POISONING_INPUTS = ["train.safetensors", "task.json", "cache"]
+POISONING_INPUTS = ["task.json", "train.safetensors", "victim.safetensors"]
 
 # Set by the bounded tests; the fork bomb and the CPU hog refuse to run without them.
 _process_limit_proven = False

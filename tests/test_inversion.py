@@ -231,7 +231,7 @@ def test_an_api_answering_nan_logits_or_the_wrong_shape_is_an_invalid_result(que
         pytest.param(
             "nn.Sequential(nn.Flatten(), nn.Linear(64, tools.num_classes))", "architecture", id="a-linear-model"
         ),
-        pytest.param("tools.new_model().double()", "float64", id="double-precision"),
+        pytest.param("tools.build().double()", "float64", id="double-precision"),
     ],
 )
 def test_train_returning_a_model_the_victim_architecture_cannot_load_is_an_invalid_result(

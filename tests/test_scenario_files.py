@@ -116,10 +116,10 @@ def test_target_class_beyond_the_dataset_is_rejected(tmp_path):
     assert "target_class" in _message(path)
 
 
-def test_mitigation_function_must_be_the_one_the_family_calls(tmp_path):
+def test_the_function_is_the_familys_so_a_file_naming_one_is_told_to_drop_it(tmp_path):
     path = _variant(tmp_path, lambda d: d["mitigation"].update(function="harden"))
     message = _message(path)
-    assert "'sanitize'" in message and "'harden'" in message
+    assert "mitigation.function" in message and "delete this line" in message and "did you mean" not in message
 
 
 def test_atlas_ids_are_checked(tmp_path):

@@ -19,12 +19,13 @@ def train(x, y, tools):
 
     x: float32 array (N, 1, 28, 28) in [0, 1], the private training set.
     y: int64 array (N,), its labels.
-    tools.new_model()     -> a freshly initialised model of the victim's architecture
+    tools.build()         -> a freshly initialised model of the victim's architecture
     tools.train(x, y)     -> a model trained exactly like the victim (the victim itself)
     tools.epochs, tools.batch_size, tools.learning_rate -> the victim's recipe
+    tools.optimizer(model) -> the victim's optimiser (Adam); the starter builds its own
     tools.accuracy(model, x, y), tools.predict(model, x), tools.num_classes, tools.seed
     """
-    model = tools.new_model()
+    model = tools.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=tools.learning_rate, weight_decay=WEIGHT_DECAY)
     images, labels = torch.from_numpy(x), torch.from_numpy(y)
     order = torch.Generator().manual_seed(tools.seed)

@@ -34,7 +34,7 @@ BLEND_MIN, BLEND_MAX = 0.1, 0.3
 def train(x, y, tools):
     rng = np.random.default_rng(tools.seed)
     patterns = torch.from_numpy(rng.random((tools.num_classes, *x.shape[1:])).astype(np.float32))
-    model = tools.new_model()
+    model = tools.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=tools.learning_rate)
     images, labels = torch.from_numpy(x), torch.from_numpy(y)
     order = torch.Generator().manual_seed(tools.seed)

@@ -22,8 +22,6 @@ def art_classifier(
     import torch
     from art.estimators.classification import PyTorchClassifier
 
-    from secureml.models import resolve_device
-
     model.eval()
     if freeze:
         model.requires_grad_(False)
@@ -33,8 +31,15 @@ def art_classifier(
         input_shape=tuple(input_shape),
         nb_classes=num_classes,
         clip_values=(0.0, 1.0),
-        device_type="gpu" if resolve_device(device).type == "cuda" else "cpu",
+        device_type=art_device_type(device),
     )
+
+
+def art_device_type(device: str) -> str:
+    """ART's name for where a PyTorch estimator runs ("gpu" or "cpu") for our --device."""
+    from secureml.models import resolve_device
+
+    return "gpu" if resolve_device(device).type == "cuda" else "cpu"
 
 
 def one_hot(labels, num_classes: int):

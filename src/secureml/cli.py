@@ -20,6 +20,7 @@ import click
 from secureml import __version__, gradebook
 from secureml.errors import ConfigError, SecuremlError, VerifyDrift
 from secureml.gradebook import EXPORT_FORMATS, GRADESCOPE_VISIBILITIES, ExportOptions
+from secureml.models import DEVICES
 from secureml.roster import load_roster
 
 EXAMPLES = """
@@ -171,7 +172,7 @@ def show(scenario_id: str, as_json: bool) -> None:
             "summary": loaded.summary.strip(),
             "threat_model": loaded.threat_model.strip(),
             "task": loaded.task.strip(),
-            "interface": loaded.mitigation_signature + "\n\n" + loaded.interface.strip(),
+            "interface": loaded.trainee_call.describe() + "\n\n" + loaded.interface.strip(),
             "scoring": loaded.scoring_formula(),
             "seed": loaded.seed,
             "dataset": loaded.dataset.model_dump(),
@@ -250,8 +251,8 @@ def _lab_file_problems(loaded) -> list[str]:
             problems.append(f"the {role} file {path} has a syntax error at line {error.lineno}")
             continue
         names = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-        if loaded.mitigation.function not in names:
-            problems.append(f"the {role} file {path} does not define {loaded.mitigation.function}()")
+        if loaded.trainee_call.name not in names:
+            problems.append(f"the {role} file {path} does not define {loaded.trainee_call.name}()")
     return problems
 
 
@@ -340,8 +341,8 @@ def _run_options(*, seed: bool, seeds_help: str, threads=None):
 _SHARED_OPTIONS = [
     click.option("--data-root", type=click.Path(path_type=Path), envvar="SECUREML_DATA",
                  help="Folder with torchvision datasets [env: SECUREML_DATA]."),
-    click.option("--device", default="cpu", show_default=True,
-                 help="cpu, cuda, or auto (CUDA when present)."),
+    click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+                 help="Where torch runs: cpu, cuda, or auto (CUDA when present)."),
     click.option("--no-cache", is_flag=True,
                  help="Recompute victims and attacks instead of reusing them "
                  "(the fresh results replace the cached ones)."),

@@ -188,6 +188,12 @@ def _deep_merge(base: dict, update: Mapping) -> dict:
 
 # --------------------------------------------------------------------------- error text
 
+# Keys older scenario files have that the schema no longer reads: the fix says why.
+RETIRED_KEYS = {
+    "mitigation.function": "delete this line: the family declares the function the trainee "
+    "writes (`secureml show ID` prints it), so the scenario file no longer names it",
+}
+
 
 def _explain(item: ErrorDetails, schema: type[BaseModel], raw: Any, lines, file: str) -> ConfigError:
     """Turn one pydantic error into: file:line, dotted field, expected, found, fix."""
@@ -199,6 +205,8 @@ def _explain(item: ErrorDetails, schema: type[BaseModel], raw: Any, lines, file:
         known = _known_keys(schema, raw, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         fix = f"did you mean '{close[0]}'?" if close else "remove it"
+        if field in RETIRED_KEYS:
+            fix = RETIRED_KEYS[field]
         return ConfigError(
             "unknown key",
             file=where,

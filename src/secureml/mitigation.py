@@ -17,17 +17,55 @@ import traceback
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from secureml.errors import MitigationError
 from secureml.text import MAX_ERROR_CHARS, truncate
 
-if TYPE_CHECKING:
-    pass
-
 RESULT_FORMAT = "secureml-result/1"
 MAX_HEADER_BYTES = 1 << 20
 MAX_CONFIG_CHARS = 64 * 1024
+
+
+# What the grader can pass a trainee's function, by parameter name: the training set it
+# hands over ("x", "y"), the deployed victim ("model"), and the family's tools.
+TRAINEE_PARAMETERS = ("x", "y", "model", "tools")
+# What every family's `tools` offers (secureml.families.base.Tools); a family adds its own.
+SHARED_TOOLS_HELP = (
+    "  every lab's tools: tools.build() a fresh model of the victim's architecture, tools.victim() a\n"
+    "    copy of the deployed victim, tools.train(x, y) a model trained like the victim,\n"
+    "    tools.optimizer(model) the victim's optimiser; its recipe: tools.epochs, tools.batch_size,\n"
+    "    tools.learning_rate, tools.weight_decay, tools.optimizer_name; tools.predict(model, x),\n"
+    "    tools.accuracy(model, x, y), tools.num_classes, tools.class_names, tools.input_shape, tools.seed"
+)
+
+
+@dataclass(frozen=True)
+class TraineeCall:
+    """The one function a lab's trainee writes, declared once, on the family's scenario schema.
+
+    The grader calls `name(*parameters)` (see `secureml.families.base.Family`), and `secureml
+    show` prints `describe()`. parameters: names from TRAINEE_PARAMETERS, in order.
+    returns: what the function must return; help: the lines shown under the signature.
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    returns: str
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.parameters if name not in TRAINEE_PARAMETERS]
+        if unknown:
+            raise ValueError(f"unknown trainee parameters {unknown}; the grader passes {TRAINEE_PARAMETERS}")
+
+    @property
+    def signature(self) -> str:
+        return f"def {self.name}({', '.join(self.parameters)}) -> {self.returns}"
+
+    def describe(self) -> str:
+        shared = SHARED_TOOLS_HELP if "tools" in self.parameters else ""
+        return "\n".join(filter(None, [self.signature, self.help, shared]))
 
 
 @dataclass(frozen=True)
@@ -358,39 +396,3 @@ def run_in_process(
             file=str(mitigation),
             fix=error.fix or "see the message above; the lab's README shows what the function returns",
         ) from error
-
-
-# --------------------------------------------------------------------------- returned models
-
-
-def weights_result(model: Any, *, function: str, how_to_build: str) -> RawResult:
-    """In the child: only the weights of the model a trainee's function returned."""
-    from torch import nn
-
-    from secureml import models
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{function} must return a torch model ({how_to_build} makes one), got {type(model).__name__}")
-    return RawResult(models.model_arrays(model))
-
-
-def model_from_weights(raw: RawResult, *, arch: str, input_shape, num_classes: int):
-    """In the parent: a fresh model of the victim's architecture holding the returned float32
-    weights, or an `invalid-result` MitigationError that says what did not fit."""
-    from secureml import models
-
-    if raw.config:
-        raise MitigationError("expected only the model's weights, got a config as well", status="invalid-result")
-    for name, array in raw.arrays.items():
-        if array.dtype.name != "float32":
-            raise MitigationError(
-                f"weight '{name}' is {array.dtype}; the victim's weights are float32", status="invalid-result"
-            )
-    model = models.build(arch, input_shape, num_classes, 0)
-    try:
-        models.load_arrays(model, raw.arrays)
-    except ValueError as error:
-        raise MitigationError(
-            f"the returned model is not the victim's architecture '{arch}': {error}", status="invalid-result"
-        ) from error
-    return model.eval()

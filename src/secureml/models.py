@@ -82,13 +82,40 @@ def build(arch: str, input_shape: tuple[int, ...], num_classes: int, seed: int =
         return ARCHITECTURES[arch](tuple(input_shape), num_classes)
 
 
+# What --device accepts (the CLI's click.Choice reads it from here).
+DEVICES = ("cpu", "cuda", "auto")
+
+
 def resolve_device(name: str = "cpu") -> torch.device:
-    """`auto` uses CUDA when present; everything also runs on the CPU."""
+    """`auto` uses CUDA when present; everything also runs on the CPU. Asking for CUDA where
+    there is none is one clear error, not a traceback from deep inside torch."""
     import torch
 
+    from secureml.errors import SecuremlError
+
+    if name not in DEVICES:
+        raise SecuremlError(f"unknown device '{name}'", expected=", ".join(DEVICES), found=name,
+                            fix="pass --device cpu, cuda or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SecuremlError(
+            "--device cuda was asked for, and torch finds no CUDA GPU here",
+            expected="a CUDA GPU and a CUDA build of torch",
+            found=f"torch {torch.__version__}, torch.cuda.is_available() is False",
+            fix="use --device cpu (every lab runs on a CPU) or --device auto (CUDA when present)",
+        )
     return torch.device(name)
+
+
+def make_optimizer(model, victim: VictimConfig, *, learning_rate: float | None = None):
+    """The optimiser of the victim's recipe over `model` (SGD with momentum 0.9)."""
+    import torch
+
+    rate = victim.learning_rate if learning_rate is None else learning_rate
+    if victim.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=rate, weight_decay=victim.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=rate, momentum=0.9, weight_decay=victim.weight_decay)
 
 
 def train(
@@ -108,18 +135,7 @@ def train(
 
     target = resolve_device(device)
     model = build(victim.arch, x.shape[1:], num_classes, seed).to(target)
-    optimizer: torch.optim.Optimizer
-    if victim.optimizer == "adam":
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=victim.learning_rate, weight_decay=victim.weight_decay
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=victim.learning_rate,
-            momentum=0.9,
-            weight_decay=victim.weight_decay,
-        )
+    optimizer = make_optimizer(model, victim)
     inputs = torch.from_numpy(x)
     labels = torch.from_numpy(y.astype("int64"))
     order = torch.Generator().manual_seed(seed)

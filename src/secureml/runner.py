@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class RunResult:
             "feedback": list(evaluation.feedback),
             "flags": list(evaluation.flags),
             "pictures": {name: str(path) for name, path in evaluation.pictures.items()},
+            # What the family measured besides the metrics (e.g. evasion's escalation).
+            "details": json_safe(evaluation.details),
             "seed": self.scenario.seed,
             "config_sha256": self.scenario.config_sha256(),
             "data_sha256": self.data_sha256,
@@ -69,10 +72,28 @@ def _round(value: float) -> float:
     return round(float(value), 6)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars and arrays as plain numbers and lists, tuples as lists, and
+    NaN or infinite floats as None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return json_safe(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
 def prepare_stage(scenario: ScenarioBase, ctx: RunContext, watch: Stopwatch | None = None):
     """Load the data and build the family's shared attack stage (cached)."""
     from secureml.datasets import load_split
+    from secureml.models import resolve_device
 
+    resolve_device(ctx.device)  # a device that is not there fails now, not after the data
     watch = watch or Stopwatch()
     with watch.stage("data"):
         split = load_split(scenario.dataset, scenario.seed, ctx.data_root)

@@ -19,13 +19,14 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from secureml.datasets import DATASETS
 
 # Re-exported: loading errors were raised from here before the loader moved out.
 from secureml.errors import ConfigError as ConfigError
 from secureml.errors import ConfigErrors as ConfigErrors
+from secureml.mitigation import TraineeCall
 from secureml.models import ARCHITECTURES
 
 ScenarioId = typing.Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
@@ -78,7 +79,6 @@ class VictimConfig(StrictModel):
 class MitigationConfig(StrictModel):
     """Where the lab's files are, relative to the scenario file."""
 
-    function: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     starter: str
     solution: str
 
@@ -150,18 +150,8 @@ class ScenarioBase(StrictModel):
         The result must validate against this schema; the base class changes nothing."""
         return {}
 
-    # Each family's schema says what the trainee writes and how it is scored.
-    trainee_function: typing.ClassVar[str] = ""
-    mitigation_signature: typing.ClassVar[str] = ""
-
-    @model_validator(mode="after")
-    def _mitigation_calls_the_family_function(self):
-        if self.trainee_function and self.mitigation.function != self.trainee_function:
-            raise ValueError(
-                f"mitigation.function must be '{self.trainee_function}' for the {self.family} family, "
-                f"found '{self.mitigation.function}'"
-            )
-        return self
+    # The function the trainee writes: declared once, here, by each family's schema.
+    trainee_call: typing.ClassVar[TraineeCall]
 
     def scoring_formula(self) -> str:
         raise NotImplementedError

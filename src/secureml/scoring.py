@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,6 @@ class Score:
     method: str
     # Why the total is what it is when a rule (rather than the formula) decided it.
     capped_by: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def clip01(value: float) -> float:

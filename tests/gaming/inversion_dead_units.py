@@ -15,7 +15,7 @@ NOISE = 0.25  # probes: blank images and uniform noise in [0, NOISE]
 
 
 def train(x, y, tools):
-    model = tools.new_model()
+    model = tools.build()
     first = next(module for module in model.modules() if isinstance(module, nn.Linear))
     optimizer = torch.optim.Adam(model.parameters(), lr=tools.learning_rate)
     images, labels = torch.from_numpy(x), torch.from_numpy(y)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
+from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel
 
 # --------------------------------------------------------------------------- threat model
@@ -317,17 +318,14 @@ class EvasionScenario(_EvasionScenario):
     family: Literal["evasion"]
     budget: Budget
 
-    trainee_function: ClassVar[str] = "harden"
-    mitigation_signature: ClassVar[str] = (
-        "def harden(x, y, tools) -> a torch model with the victim's architecture\n"
+    trainee_call: ClassVar[TraineeCall] = TraineeCall(
+        "harden",
+        ("x", "y", "tools"),
+        "a torch model with the victim's architecture (from tools.build())",
         "  x: float32 (N, C, H, W) in [0, 1], the training set; y: int64 (N,) labels\n"
-        "  tools.build() -> a fresh, seeded model of the victim's architecture\n"
-        "  tools.victim() -> a copy of the deployed (undefended) victim\n"
-        "  tools.optimizer(model) -> the victim's optimiser; tools.epochs, tools.batch_size\n"
         "  tools.norm, tools.epsilon: the threat model; tools.budget_s, tools.time_left_s()\n"
         "  tools.pgd(model, x, y, epsilon=..., steps=..., step_size=...) -> adversarial torch batch\n"
-        "  tools.robust_accuracy(model, x, y) -> a quick PGD check; tools.accuracy(model, x, y)\n"
-        "  tools.num_classes, tools.seed"
+        "  tools.robust_accuracy(model, x, y) -> a quick PGD check",
     )
 
 
@@ -340,11 +338,12 @@ class EvasionPreprocessScenario(_EvasionScenario):
     )
     max_steps: int = Field(default=3, ge=1, le=8)
 
-    trainee_function: ClassVar[str] = "preprocess"
-    mitigation_signature: ClassVar[str] = (
-        "def preprocess(tools) -> a list of steps, applied in order before the fixed victim\n"
+    trainee_call: ClassVar[TraineeCall] = TraineeCall(
+        "preprocess",
+        ("tools",),
+        "a list of steps, applied in order before the fixed victim",
         "  tools.bit_depth(bits) | tools.median(window) | tools.jpeg(quality) | tools.gaussian_noise(sigma)\n"
         "  tools.evaluate(steps) -> quick clean and BPDA-PGD accuracy on validation images\n"
-        "  tools.x_val, tools.y_val: validation images; tools.victim(): the fixed victim\n"
-        "  tools.norm, tools.epsilon, tools.menu, tools.max_steps, tools.num_classes, tools.seed"
+        "  tools.x_val, tools.y_val: validation images\n"
+        "  tools.norm, tools.epsilon, tools.menu, tools.max_steps",
     )

@@ -151,6 +151,7 @@ def escalate(
     input_shape,
     num_classes: int,
     seed: int,
+    device: str = "cpu",
     progress,
 ) -> EscalationResult:
     """Run the escalated attacks on `model` (the torch model the suite attacked) and judge
@@ -173,7 +174,10 @@ def escalate(
 
     # 2. BPDA-PGD through the smoothed surrogate, judged on this model.
     surrogate = attacks.classifier(
-        smoothed_surrogate(model, config.surrogate_temperature), input_shape=input_shape, num_classes=num_classes
+        smoothed_surrogate(model, config.surrogate_temperature),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        device=device,
     )
     steps = config.surrogate_steps
     pgd = PgdAttack(name="pgd", steps=steps, step_size=2.5 * threat.epsilon / steps, restarts=config.surrogate_restarts)
@@ -196,7 +200,7 @@ def escalate(
     # left robust: an image already fooled cannot become less robust, and on a masked model
     # this is most of them (the slow part of escalation, HopSkipJump above all, shrinks).
     survivors = worst_case(clean_correct, {name: o.fooled for name, o in {**suite.outcomes, **outcomes}.items()})
-    estimator = attacks.classifier(model, input_shape=input_shape, num_classes=num_classes)
+    estimator = attacks.classifier(model, input_shape=input_shape, num_classes=num_classes, device=device)
     for attack in evaluation.attacks:
         if is_gradient_free(attack.name):
             name = ESCALATED_PREFIX + attack.name

@@ -18,7 +18,6 @@ any model with the same weights, so a warm rerun only runs the trainee's functio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,27 @@ from typing import TYPE_CHECKING, Any
 
 from secureml import models
 from secureml.cache import content_key
-from secureml.errors import MitigationError
-from secureml.families.base import EXACT, Evaluation, RunContext, Row, Sample
+from secureml.families.base import (
+    EXACT,
+    Artefact,
+    Evaluation,
+    Family,
+    Handover,
+    Inputs,
+    ModelFamily,
+    Output,
+    Row,
+    RunContext,
+    Sample,
+    handover_of,
+    invalid,
+)
 from secureml.families.evasion import attacks, checks
 from secureml.families.evasion.attacks import SuiteResult
-from secureml.families.evasion.config import PreprocessPipeline
+from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario, PreprocessPipeline
 from secureml.families.evasion.escalation import EscalationResult, escalate, is_gradient_free
-from secureml.mitigation import RawResult, model_from_weights, weights_result
+from secureml.families.evasion.tools import VALIDATION, HardeningTools, PreprocessTools, pipeline_from
+from secureml.mitigation import RawResult
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import robust_accuracy_calibrated
 from secureml.versions import software_key
@@ -79,11 +92,7 @@ class EvasionStage:
     victim: Any
     x_attack: np.ndarray
     y_attack: np.ndarray
-    none: Report | None = None
-
-
-def _invalid(problem: str) -> MitigationError:
-    return MitigationError(problem, status="invalid-result")
+    undefended: Report | None = None
 
 
 def attacked_indices(test_size: int, evaluation) -> np.ndarray:
@@ -102,11 +111,8 @@ def weights_identity(model) -> list[Any]:
     return ["weights", names, content_key(*[arrays[name] for name in names])]
 
 
-class _EvasionFamily:
+class _EvasionFamily(Family[EvasionStage, Output]):
     """What both evasion families share: the victim, the suite, the flags, score and pictures."""
-
-    name = ""
-    function_name = ""
 
     # ------------------------------------------------------------------ stage
 
@@ -131,7 +137,7 @@ class _EvasionFamily:
             x_attack=split.x_test[attacked],
             y_attack=split.y_test[attacked],
         )
-        stage.none = self._report(stage, self._victim_subject(stage), ctx, "victim")
+        stage.undefended = self._report(stage, self._victim_subject(stage), ctx, "victim")
         return stage
 
     def _victim_subject(self, stage: EvasionStage) -> Subject:
@@ -153,25 +159,40 @@ class _EvasionFamily:
 
     def _report(self, stage: EvasionStage, subject: Subject, ctx: RunContext, label: str) -> Report:
         """Run (or load) the suite, the curve and the gradient check on one model."""
+        names = [attack.name for attack in stage.scenario.evaluation.attacks]
+        return self.cached(
+            ctx.cache,
+            "evasion-reports",
+            self._report_key(stage, subject),
+            lambda: self._attack(stage, subject, ctx, label),
+            store=lambda report: Artefact(
+                report.suite.to_arrays(),
+                {
+                    "clean_accuracy": report.clean_accuracy,
+                    "curve": report.curve,
+                    "zero_gradient_share": report.zero_gradient_share,
+                    "naive_robust_accuracy": report.naive_robust_accuracy,
+                },
+            ),
+            restore=lambda stored: Report(
+                stored.summary["clean_accuracy"],
+                SuiteResult.from_arrays(stage.x_attack, stage.y_attack, stored.arrays, names),
+                stored.summary["curve"],
+                stored.summary["zero_gradient_share"],
+                stored.summary["naive_robust_accuracy"],
+            ),
+            summary=True,
+        )
+
+    def _attack(self, stage: EvasionStage, subject: Subject, ctx: RunContext, label: str) -> Report:
         import numpy as np
 
         scenario = stage.scenario
         suite_config = scenario.evaluation
-        names = [attack.name for attack in suite_config.attacks]
-        key = self._report_key(stage, subject)
-        arrays = ctx.cache.load_tensors("evasion-suites", key)
-        summary = ctx.cache.load_json("evasion-reports", key)
-        if arrays is not None and summary is not None:
-            suite = SuiteResult.from_arrays(stage.x_attack, stage.y_attack, arrays, names)
-            return Report(
-                summary["clean_accuracy"],
-                suite,
-                summary["curve"],
-                summary["zero_gradient_share"],
-                summary["naive_robust_accuracy"],
-            )
         input_shape, num_classes = stage.split.shape, stage.split.num_classes
-        estimator = attacks.classifier(subject.attack_model, input_shape=input_shape, num_classes=num_classes)
+        estimator = attacks.classifier(
+            subject.attack_model, input_shape=input_shape, num_classes=num_classes, device=ctx.device
+        )
         seed = derive_seed(scenario.seed, "evasion-suite")
         suite = attacks.run_suite(
             estimator,
@@ -199,23 +220,14 @@ class _EvasionFamily:
         zero_share = attacks.zero_gradient_share(estimator, stage.x_attack[checked], stage.y_attack[checked])
         naive = None
         if subject.naive_model is not None:
-            naive = self._naive_robust_accuracy(stage, subject, suite, seed)
+            naive = self._naive_robust_accuracy(stage, subject, suite, seed, ctx.device)
         with ctx.progress.task(f"clean accuracy of the {label}"):
             clean = float((subject.judges[0](stage.split.x_test) == stage.split.y_test).mean())
-        ctx.cache.save_tensors("evasion-suites", key, suite.to_arrays())
-        ctx.cache.save_json(
-            "evasion-reports",
-            key,
-            {
-                "clean_accuracy": clean,
-                "curve": curve,
-                "zero_gradient_share": zero_share,
-                "naive_robust_accuracy": naive,
-            },
-        )
         return Report(clean, suite, curve, zero_share, naive)
 
-    def _naive_robust_accuracy(self, stage: EvasionStage, subject: Subject, suite: SuiteResult, seed: int) -> float:
+    def _naive_robust_accuracy(
+        self, stage: EvasionStage, subject: Subject, suite: SuiteResult, seed: int, device: str
+    ) -> float:
         """PGD from the clean image through the pipeline's exact gradients, with no EOT: the
         robustness a non-adaptive evaluation would report."""
         import numpy as np
@@ -225,7 +237,7 @@ class _EvasionFamily:
         steps = config.steps if config else scenario.evaluation.curve.steps
         step_size = config.step_size if config else 2.5 * scenario.threat.epsilon / steps
         estimator = attacks.classifier(
-            subject.naive_model, input_shape=stage.split.shape, num_classes=stage.split.num_classes
+            subject.naive_model, input_shape=stage.split.shape, num_classes=stage.split.num_classes, device=device
         )
         correct = np.flatnonzero(suite.clean_correct)
         if not len(correct):
@@ -251,16 +263,16 @@ class _EvasionFamily:
 
     def _evaluate(self, stage: EvasionStage, subject: Subject, ctx: RunContext, details: dict) -> Evaluation:
         scenario = stage.scenario
-        none = stage.none
+        undefended = stage.undefended
         if subject.identity == self._victim_subject(stage).identity:
-            mine = none
+            mitigated = undefended
         else:
-            mine = self._report(stage, subject, ctx, "mitigated model")
-        flags = fired = self._flags(stage, mine, subject)
-        final, escalation, refuted = mine, None, {}
+            mitigated = self._report(stage, subject, ctx, "mitigated model")
+        flags = fired = self._flags(stage, mitigated, subject)
+        final, escalation, refuted = mitigated, None, {}
         if set(fired) & MASKING_CHECKS:
-            escalation = self._escalation(stage, subject, mine, ctx)
-            final = self._escalated(mine, escalation)
+            escalation = self._escalation(stage, subject, mitigated, ctx)
+            final = self._escalated(mitigated, escalation)
             escalated_flags = self._flags(stage, final, subject, escalated=True)
             # The escalation refutes a flag only when the model is robust under its stronger
             # attacks: clearly above the victim, and no lower than the suite found. Otherwise
@@ -268,53 +280,56 @@ class _EvasionFamily:
             # zero gradients, although the surrogate's are fine and the score is 0).
             margin = scenario.masking.black_box_margin
             robust = final.suite.robust_accuracy
-            confirmed = robust <= none.suite.robust_accuracy + margin or robust < mine.suite.robust_accuracy - margin
+            confirmed = (
+                robust <= undefended.suite.robust_accuracy + margin
+                or robust < mitigated.suite.robust_accuracy - margin
+            )
             if confirmed:
                 flags = {**fired, **escalated_flags}
             else:
                 refuted = {check: text for check, text in flags.items() if check not in escalated_flags}
                 flags = escalated_flags
         score = robust_accuracy_calibrated(
-            ra_none=none.suite.robust_accuracy,
+            ra_none=undefended.suite.robust_accuracy,
             ra_mitigated=final.suite.robust_accuracy,
-            ca_none=none.clean_accuracy,
+            ca_none=undefended.clean_accuracy,
             ca_mitigated=final.clean_accuracy,
             target_robust_accuracy=scenario.scoring.target_robust_accuracy,
             max_clean_accuracy_drop=scenario.scoring.max_clean_accuracy_drop,
         )
         metrics = {
-            **self._metrics("victim", none, scenario),
+            **self._metrics("victim", undefended, scenario),
             **self._metrics("mitigated", final, scenario),
-            "mitigated.zero_gradient_share": mine.zero_gradient_share,
+            "mitigated.zero_gradient_share": mitigated.zero_gradient_share,
             "mitigated.flags": float(len(flags)),
             "score": score.total,
         }
-        if mine.naive_robust_accuracy is not None:
-            metrics["mitigated.naive_robust_accuracy"] = mine.naive_robust_accuracy
-        rows = [Row("no mitigation (victim)", self._row(none), "")]
-        if mine.naive_robust_accuracy is not None:
+        if mitigated.naive_robust_accuracy is not None:
+            metrics["mitigated.naive_robust_accuracy"] = mitigated.naive_robust_accuracy
+        rows = [Row("no mitigation (victim)", self._row(undefended), "")]
+        if mitigated.naive_robust_accuracy is not None:
             rows.append(
                 Row(
                     "naive PGD on yours",
-                    {"robust_accuracy": mine.naive_robust_accuracy},
+                    {"robust_accuracy": mitigated.naive_robust_accuracy},
                     "exact gradients, no BPDA/EOT: what a non-adaptive test reports",
                 )
             )
         if escalation is not None:
             metrics["mitigated.escalated"] = 1.0
-            metrics["mitigated.robust_accuracy_before_escalation"] = mine.suite.robust_accuracy
+            metrics["mitigated.robust_accuracy_before_escalation"] = mitigated.suite.robust_accuracy
             metrics["mitigated.surrogate_zero_gradient_share"] = escalation.surrogate_zero_gradient_share
             rows.append(
                 Row(
                     "yours, suite only",
-                    {"robust_accuracy": mine.suite.robust_accuracy},
+                    {"robust_accuracy": mitigated.suite.robust_accuracy},
                     "before the escalation a masking check triggered",
                 )
             )
             details["escalation"] = {
                 "because": sorted(set(fired) & MASKING_CHECKS),
                 "seconds": round(escalation.seconds, 2),
-                "robust_accuracy_before": mine.suite.robust_accuracy,
+                "robust_accuracy_before": mitigated.suite.robust_accuracy,
                 "robust_accuracy_after": final.suite.robust_accuracy,
                 "refuted_flags": list(refuted.values()),
             }
@@ -329,10 +344,10 @@ class _EvasionFamily:
             "curve_epsilons": list(scenario.evaluation.curve.epsilons),
         }
         samples = {
-            **self._samples("victim", none, stage),
-            **self._samples("mitigated", mine, stage),
+            **self._samples("victim", undefended, stage),
+            **self._samples("mitigated", mitigated, stage),
             "mitigated.zero_gradient_share": Sample.rate(
-                min(scenario.masking.gradient_check_samples, int(mine.suite.clean_correct.sum())), "images checked"
+                min(scenario.masking.gradient_check_samples, int(mitigated.suite.clean_correct.sum())), "images checked"
             ),
             "mitigated.flags": EXACT,
             "mitigated.naive_robust_accuracy": Sample.rate(len(stage.y_attack), "attacked test images"),
@@ -341,7 +356,9 @@ class _EvasionFamily:
             metrics=metrics,
             score=score,
             rows=rows,
-            feedback=self._feedback(stage, final, score, flags, escalation=escalation, before=mine, refuted=refuted),
+            feedback=self._feedback(
+                stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted
+            ),
             flags=list(flags.values()),
             pictures=pictures,
             details=details,
@@ -368,39 +385,49 @@ class _EvasionFamily:
             samples[f"{prefix}.pgd_curve@{epsilon:g}"] = attacked
         return samples
 
-    def _escalation(self, stage: EvasionStage, subject: Subject, mine: Report, ctx: RunContext) -> EscalationResult:
+    def _escalation(
+        self, stage: EvasionStage, subject: Subject, mitigated: Report, ctx: RunContext
+    ) -> EscalationResult:
         """Run (or load) the escalated attacks on a flagged model."""
         scenario = stage.scenario
         key = content_key(self._report_key(stage, subject), "escalation", scenario.escalation.model_dump(mode="json"))
-        arrays = ctx.cache.load_tensors("evasion-escalations", key)
-        summary = ctx.cache.load_json("evasion-escalations", key)
-        if arrays is not None and summary is not None:
-            return EscalationResult.load(arrays, summary)
-        result = escalate(
-            model=subject.attack_model,
-            victim_suite=stage.none.suite,
-            suite=mine.suite,
-            judges=subject.judges,
-            scenario=scenario,
-            input_shape=stage.split.shape,
-            num_classes=stage.split.num_classes,
-            seed=derive_seed(scenario.seed, "evasion-suite"),
-            progress=ctx.progress,
+        return self.cached(
+            ctx.cache,
+            "evasion-escalations",
+            key,
+            lambda: escalate(
+                model=subject.attack_model,
+                victim_suite=stage.undefended.suite,
+                suite=mitigated.suite,
+                judges=subject.judges,
+                scenario=scenario,
+                input_shape=stage.split.shape,
+                num_classes=stage.split.num_classes,
+                seed=derive_seed(scenario.seed, "evasion-suite"),
+                device=ctx.device,
+                progress=ctx.progress,
+            ),
+            store=lambda result: Artefact(result.to_arrays(), result.summary()),
+            restore=lambda stored: EscalationResult.load(stored.arrays, stored.summary),
+            summary=True,
         )
-        ctx.cache.save_tensors("evasion-escalations", key, result.to_arrays())
-        ctx.cache.save_json("evasion-escalations", key, result.summary())
-        return result
 
     @staticmethod
-    def _escalated(mine: Report, escalation: EscalationResult) -> Report:
+    def _escalated(mitigated: Report, escalation: EscalationResult) -> Report:
         """The report with the escalated attacks in the worst case, the lower curve at each
         epsilon, and the gradient check through the surrogate the attacks followed."""
-        suite = mine.suite
+        suite = mitigated.suite
         merged = SuiteResult(
             suite.x, suite.y, suite.clean_correct, {**suite.outcomes, **escalation.outcomes}, suite.disagreement
         )
-        curve = [min(a, b) for a, b in zip(mine.curve, escalation.surrogate_curve)]
-        return Report(mine.clean_accuracy, merged, curve, escalation.surrogate_zero_gradient_share, mine.naive_robust_accuracy)
+        curve = [min(a, b) for a, b in zip(mitigated.curve, escalation.surrogate_curve)]
+        return Report(
+            mitigated.clean_accuracy,
+            merged,
+            curve,
+            escalation.surrogate_zero_gradient_share,
+            mitigated.naive_robust_accuracy,
+        )
 
     def _metrics(self, prefix: str, report: Report, scenario) -> dict[str, float]:
         suite = report.suite
@@ -480,10 +507,10 @@ class _EvasionFamily:
                 f"(full marks at {target:g}); the strongest single attack was {strongest} "
                 f"({suite.attack_robust_accuracy(strongest):.3f}). {hints.not_robust}"
             )
-        drop = stage.none.clean_accuracy - report.clean_accuracy
+        drop = stage.undefended.clean_accuracy - report.clean_accuracy
         if drop > 0.01:
             notes.append(
-                f"Clean accuracy fell {100 * drop:.1f} points ({stage.none.clean_accuracy:.3f} -> "
+                f"Clean accuracy fell {100 * drop:.1f} points ({stage.undefended.clean_accuracy:.3f} -> "
                 f"{report.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
             )
         if report.naive_robust_accuracy is not None and report.naive_robust_accuracy > suite.robust_accuracy + 0.1:
@@ -523,7 +550,7 @@ class _EvasionFamily:
             )
         return text
 
-    def _draw(self, stage: EvasionStage, mine: Report, subject: Subject, out_dir: Path) -> dict[str, Path]:
+    def _draw(self, stage: EvasionStage, mitigated: Report, subject: Subject, out_dir: Path) -> dict[str, Path]:
         from secureml.families.evasion.figures import draw_curve, draw_examples
 
         scenario = stage.scenario
@@ -532,9 +559,9 @@ class _EvasionFamily:
             out_dir / "adversarial-examples.png",
             title=f"{scenario.id}: strongest attack per image, {scenario.threat_text()} (red = fooled)",
             class_names=stage.split.class_names,
-            none=stage.none.suite,
-            mitigated=mine.suite,
-            predict_none=lambda x: models.predict(victim, x),
+            undefended=stage.undefended.suite,
+            mitigated=mitigated.suite,
+            predict_undefended=lambda x: models.predict(victim, x),
             predict_mitigated=subject.judges[0],
             norm=scenario.threat.norm,
             epsilon=scenario.threat.epsilon,
@@ -544,8 +571,8 @@ class _EvasionFamily:
             title=f"{scenario.id}: robust accuracy vs epsilon (PGD-{scenario.evaluation.curve.steps})",
             epsilons=list(scenario.evaluation.curve.epsilons),
             curves={
-                "victim (no mitigation)": [stage.none.suite.clean_accuracy, *stage.none.curve],
-                "your mitigation": [mine.suite.clean_accuracy, *mine.curve],
+                "victim (no mitigation)": [stage.undefended.suite.clean_accuracy, *stage.undefended.curve],
+                "your mitigation": [mitigated.suite.clean_accuracy, *mitigated.curve],
             },
             threat_epsilon=scenario.threat.epsilon,
             norm=scenario.threat.norm,
@@ -554,59 +581,26 @@ class _EvasionFamily:
 
     # ------------------------------------------------------------------ the mitigation's view
 
-    def _task(self, stage: EvasionStage) -> dict[str, Any]:
-        split = stage.split
-        return {
-            "num_classes": split.num_classes,
-            "class_names": list(split.class_names),
-            "input_shape": list(split.shape),
-            "seed": stage.scenario.seed,
-            "norm": stage.scenario.threat.norm,
-            "epsilon": stage.scenario.threat.epsilon,
-            "victim": stage.scenario.victim.model_dump(mode="json"),
-        }
-
-    def _write_common(self, stage: EvasionStage, folder: Path, task: dict[str, Any]) -> None:
-        from safetensors.numpy import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "task.json").write_text(json.dumps(task))
-        save_file(models.model_arrays(stage.victim), str(folder / "victim.safetensors"))
+    def _handover(self, stage: EvasionStage, extras: dict[str, Any], **kwargs: Any) -> Handover:
+        """The victim, its recipe and weights, and the threat model; a family adds its own."""
+        threat = stage.scenario.threat
+        return handover_of(stage, extras={"norm": threat.norm, "epsilon": threat.epsilon, **extras}, **kwargs)
 
 
 # =========================================================================== harden
 
 
-class HardenFamily(_EvasionFamily):
+class HardenFamily(ModelFamily[EvasionStage], _EvasionFamily):
     name = "evasion"
-    function_name = "harden"
-    signature = "harden(x, y, tools) -> a model with the victim's architecture"
+    schema = EvasionScenario
+    tools = HardeningTools
 
-    def write_inputs(self, stage: EvasionStage, folder: Path) -> None:
+    def handover(self, stage: EvasionStage) -> Handover:
         """The training set, the victim's recipe and weights, the threat model and the budget."""
-        from safetensors.numpy import save_file
-
-        task = {**self._task(stage), "budget_s": stage.scenario.budget.time_s}
-        self._write_common(stage, folder, task)
-        save_file({"x": stage.split.x_train, "y": stage.split.y_train}, str(folder / "train.safetensors"))
-
-    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
-        """In the child: call `harden` and send back the returned model's weights only."""
-        from safetensors.numpy import load_file
-
-        from secureml.families.evasion.tools import HardeningTools
-
-        arrays = load_file(str(folder / "train.safetensors"))
-        model = module.harden(arrays["x"].copy(), arrays["y"].copy(), HardeningTools(folder))
-        return weights_result(model, function="harden", how_to_build="tools.build()")
-
-    def no_mitigation(self, stage: EvasionStage) -> RawResult:
-        return RawResult(models.model_arrays(stage.victim))
-
-    def check_outputs(self, stage: EvasionStage, raw: RawResult):
-        """Weights that fit the victim's architecture exactly, float32, loaded into a fresh model."""
-        return model_from_weights(
-            raw, arch=stage.scenario.victim.arch, input_shape=stage.split.shape, num_classes=stage.split.num_classes
+        return self._handover(
+            stage,
+            training_set=(stage.split.x_train, stage.split.y_train),
+            extras={"budget_s": stage.scenario.budget.time_s},
         )
 
     def evaluate(self, stage: EvasionStage, model, ctx: RunContext) -> Evaluation:
@@ -617,30 +611,24 @@ class HardenFamily(_EvasionFamily):
 # =========================================================================== preprocess
 
 
-class PreprocessFamily(_EvasionFamily):
+class PreprocessFamily(_EvasionFamily[PreprocessPipeline]):
     name = "evasion-preprocess"
-    function_name = "preprocess"
-    signature = "preprocess(tools) -> a list of steps from the menu"
+    schema = EvasionPreprocessScenario
+    tools = PreprocessTools
 
-    def write_inputs(self, stage: EvasionStage, folder: Path) -> None:
+    def handover(self, stage: EvasionStage) -> Handover:
         """The victim, the menu, and validation images from the training split."""
-        from safetensors.numpy import save_file
-
         scenario = stage.scenario
-        task = {**self._task(stage), "menu": list(scenario.menu), "max_steps": scenario.max_steps}
-        self._write_common(stage, folder, task)
         count = min(VALIDATION_IMAGES, len(stage.split.y_train))
-        save_file(
-            {"x": stage.split.x_train[:count], "y": stage.split.y_train[:count]},
-            str(folder / "validation.safetensors"),
+        return self._handover(
+            stage,
+            extras={"menu": list(scenario.menu), "max_steps": scenario.max_steps},
+            arrays={VALIDATION: {"x": stage.split.x_train[:count], "y": stage.split.y_train[:count]}},
         )
 
-    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
-        """In the child: call `preprocess` and send back the validated list of steps as JSON."""
-        from secureml.families.evasion.tools import PreprocessTools, pipeline_from
-
-        steps = module.preprocess(PreprocessTools(folder))
-        return RawResult({}, pipeline_from(steps).model_dump(mode="json"))
+    def encode(self, returned: Any, inputs: Inputs) -> RawResult:
+        """In the child: the validated list of steps, as JSON."""
+        return RawResult({}, pipeline_from(returned).model_dump(mode="json"))
 
     def no_mitigation(self, stage: EvasionStage) -> RawResult:
         return RawResult({}, {"steps": []})
@@ -650,19 +638,19 @@ class PreprocessFamily(_EvasionFamily):
         from pydantic import ValidationError
 
         if raw.arrays:
-            raise _invalid(f"expected only a list of steps, got arrays {sorted(raw.arrays)}")
+            raise invalid(f"expected only a list of steps, got arrays {sorted(raw.arrays)}")
         try:
             pipeline = PreprocessPipeline.model_validate(raw.config)
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise _invalid(f"invalid preprocessing steps ({where}: {first['msg']})") from error
+            raise invalid(f"invalid preprocessing steps ({where}: {first['msg']})") from error
         scenario = stage.scenario
         if len(pipeline.steps) > scenario.max_steps:
-            raise _invalid(f"{len(pipeline.steps)} steps; this scenario allows at most {scenario.max_steps}")
+            raise invalid(f"{len(pipeline.steps)} steps; this scenario allows at most {scenario.max_steps}")
         off_menu = [step.name for step in pipeline.steps if step.name not in scenario.menu]
         if off_menu:
-            raise _invalid(f"step(s) {off_menu} are not on this scenario's menu: {scenario.menu}")
+            raise invalid(f"step(s) {off_menu} are not on this scenario's menu: {scenario.menu}")
         return pipeline
 
     def evaluate(self, stage: EvasionStage, pipeline: PreprocessPipeline, ctx: RunContext) -> Evaluation:

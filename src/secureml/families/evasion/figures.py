@@ -29,9 +29,9 @@ def draw_examples(
     *,
     title: str,
     class_names,
-    none: SuiteResult,
+    undefended: SuiteResult,
     mitigated: SuiteResult,
-    predict_none: Callable,
+    predict_undefended: Callable,
     predict_mitigated: Callable,
     norm: str,
     epsilon: float,
@@ -43,12 +43,12 @@ def draw_examples(
 
     from secureml.pictures import Cell, image_grid
 
-    shown = np.flatnonzero(none.clean_correct & mitigated.clean_correct)[:count]
+    shown = np.flatnonzero(undefended.clean_correct & mitigated.clean_correct)[:count]
     if not len(shown):
-        shown = np.arange(min(count, len(none.y)))
-    x, y = none.x[shown], none.y[shown]
+        shown = np.arange(min(count, len(undefended.y)))
+    x, y = undefended.x[shown], undefended.y[shown]
     rows = [("clean", [Cell(image, f"true {class_names[t]}") for image, t in zip(x, y)])]
-    for label, result, predict in (("victim", none, predict_none), ("yours", mitigated, predict_mitigated)):
+    for label, result, predict in (("victim", undefended, predict_undefended), ("yours", mitigated, predict_mitigated)):
         adversarial = result.worst_adversarial()[shown]
         predicted = predict(adversarial)
         rows.append(

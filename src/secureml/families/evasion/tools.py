@@ -7,15 +7,18 @@ self-checks; the grader's verdict comes from ART's suite in the parent.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secureml import models
+from secureml.families.base import Inputs, Tools
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+# The inputs file of `preprocess`'s validation images (from the training split).
+VALIDATION = "validation"
 
 
 def _as_tensor(value):
@@ -80,77 +83,30 @@ def pgd(
     return adversarial.numpy() if as_numpy else adversarial
 
 
-class _Task:
-    """The shared part: the task description the family wrote."""
+class _EvasionTools(Tools):
+    """Every lab's tools (`Tools`), and the threat model: tools.norm ("inf" or "2"), tools.epsilon."""
 
-    def __init__(self, folder: Path) -> None:
-        from secureml.scenario import VictimConfig
-
-        self._folder = Path(folder)
-        task = json.loads((self._folder / "task.json").read_text())
-        self.num_classes: int = task["num_classes"]
-        self.class_names: list[str] = task["class_names"]
-        self.input_shape: tuple[int, ...] = tuple(task["input_shape"])
-        self.seed: int = task["seed"]
-        self.norm: str = task["norm"]
-        self.epsilon: float = task["epsilon"]
-        self._victim_config = VictimConfig.model_validate(task["victim"])
-
-    def victim(self):
-        """A copy of the deployed, undefended victim (eval mode)."""
-        from safetensors.numpy import load_file
-
-        model = self.build()
-        models.load_arrays(model, load_file(str(self._folder / "victim.safetensors")))
-        return model.eval()
-
-    def build(self):
-        """A fresh model of the victim's architecture, initialised from the scenario's seed."""
-        return models.build(self._victim_config.arch, self.input_shape, self.num_classes, self.seed)
-
-    @staticmethod
-    def predict(model, x: np.ndarray) -> np.ndarray:
-        return models.predict(model, x)
-
-    @staticmethod
-    def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-        return models.accuracy(model, x, y)
+    def __init__(self, inputs: Inputs) -> None:
+        super().__init__(inputs)
+        self.norm: str = inputs.extras["norm"]
+        self.epsilon: float = inputs.extras["epsilon"]
 
 
-class HardeningTools(_Task):
-    """For `harden(x, y, tools)`.
+class HardeningTools(_EvasionTools):
+    """For `harden(x, y, tools)`: every lab's tools, the threat model, and
 
-    tools.build()                   -> a fresh, seeded model of the victim's architecture
-    tools.victim()                  -> a copy of the deployed (undefended) victim
-    tools.optimizer(model)          -> the optimiser the victim was trained with
-    tools.epochs, tools.batch_size, tools.learning_rate: the victim's recipe
-    tools.norm, tools.epsilon       -> the threat model ("inf" or "2", radius)
     tools.pgd(model, x, y, ...)     -> adversarial images (plain torch PGD; steps=1 is FGSM)
     tools.robust_accuracy(model, x, y) -> a quick PGD estimate (the grader's suite is stronger)
     tools.budget_s, tools.time_left_s()
-    tools.accuracy(model, x, y), tools.predict(model, x), tools.num_classes, tools.seed
     """
 
-    def __init__(self, folder: Path) -> None:
-        super().__init__(folder)
-        task = json.loads((self._folder / "task.json").read_text())
-        self.budget_s: float = task["budget_s"]
-        self.epochs = self._victim_config.epochs
-        self.batch_size = self._victim_config.batch_size
-        self.learning_rate = self._victim_config.learning_rate
+    def __init__(self, inputs: Inputs) -> None:
+        super().__init__(inputs)
+        self.budget_s: float = inputs.extras["budget_s"]
         self._started = time.monotonic()
 
     def time_left_s(self) -> float:
         return self.budget_s - (time.monotonic() - self._started)
-
-    def optimizer(self, model, learning_rate: float | None = None):
-        import torch
-
-        rate = learning_rate if learning_rate is not None else self._victim_config.learning_rate
-        decay = self._victim_config.weight_decay
-        if self._victim_config.optimizer == "adam":
-            return torch.optim.Adam(model.parameters(), lr=rate, weight_decay=decay)
-        return torch.optim.SGD(model.parameters(), lr=rate, momentum=0.9, weight_decay=decay)
 
     def pgd(self, model, x, y, *, epsilon: float | None = None, steps: int = 10,
             step_size: float | None = None, random_start: bool = True, generator=None):
@@ -171,23 +127,20 @@ class HardeningTools(_Task):
         return models.accuracy(model, adversarial, y)
 
 
-class PreprocessTools(_Task):
-    """For `preprocess(tools)`: build steps from the menu and try them on validation images.
+class PreprocessTools(_EvasionTools):
+    """For `preprocess(tools)`: every lab's tools, the threat model, and steps from the menu
+    to try on validation images.
 
     tools.bit_depth(bits), tools.median(window), tools.jpeg(quality), tools.gaussian_noise(sigma)
     tools.evaluate(steps)  -> clean accuracy, naive-PGD and BPDA-PGD accuracy on tools.x_val
-    tools.x_val, tools.y_val, tools.victim(), tools.menu, tools.max_steps
-    tools.norm, tools.epsilon, tools.num_classes, tools.seed
+    tools.x_val, tools.y_val, tools.menu, tools.max_steps
     """
 
-    def __init__(self, folder: Path) -> None:
-        from safetensors.numpy import load_file
-
-        super().__init__(folder)
-        task = json.loads((self._folder / "task.json").read_text())
-        self.menu: list[str] = task["menu"]
-        self.max_steps: int = task["max_steps"]
-        arrays = load_file(str(self._folder / "validation.safetensors"))
+    def __init__(self, inputs: Inputs) -> None:
+        super().__init__(inputs)
+        self.menu: list[str] = inputs.extras["menu"]
+        self.max_steps: int = inputs.extras["max_steps"]
+        arrays = inputs.arrays(VALIDATION)
         self.x_val: np.ndarray = arrays["x"]
         self.y_val: np.ndarray = arrays["y"]
 

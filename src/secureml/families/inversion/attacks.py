@@ -89,7 +89,14 @@ def miface_starts(
 
 
 def run_miface(
-    model, starts: MIFaceStarts, reference: np.ndarray, attack: MIFaceAttack, *, num_classes: int, progress: Progress
+    model,
+    starts: MIFaceStarts,
+    reference: np.ndarray,
+    attack: MIFaceAttack,
+    *,
+    num_classes: int,
+    progress: Progress,
+    device: str = "cpu",
 ) -> Reconstructions:
     """ART's MIFace against `model`, from every start towards its class.
 
@@ -109,7 +116,7 @@ def run_miface(
     scale = attack.logit_std / max(logit_std(model, reference), 1e-12)
     # A copy: art_classifier freezes the weights it is given.
     attacked = _attacked_model(copy.deepcopy(model), scale)
-    classifier = art_classifier(attacked, input_shape=shape, num_classes=num_classes)
+    classifier = art_classifier(attacked, input_shape=shape, num_classes=num_classes, device=device)
     labels = starts.labels
     inversion = MIFace(
         classifier,
@@ -159,6 +166,7 @@ def train_inversion_net(
     progress: Progress,
     start: int = 0,
     view: str = "",
+    device: str = "cpu",
 ):
     """Yang et al. (CCS 2019), "Neural network inversion in adversarial setting via background
     knowledge alignment": learn G(API(x)) ~ x on the attacker's own images.
@@ -175,11 +183,14 @@ def train_inversion_net(
     """
     import torch
 
+    from secureml.models import resolve_device
+
+    target = resolve_device(device)
     features = torch.from_numpy(aux_features)
     images = torch.from_numpy(aux_images)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "inversion-net-init", view, start))
-        decoder = _decoder(features.shape[1], aux_images.shape[1:], attack.hidden)
+        decoder = _decoder(features.shape[1], aux_images.shape[1:], attack.hidden).to(target)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=attack.learning_rate)
     order = torch.Generator().manual_seed(derive_seed(seed, "inversion-net-order", view, start))
     steps = -(-len(features) // attack.batch_size)
@@ -190,12 +201,12 @@ def train_inversion_net(
             permutation = torch.randperm(len(features), generator=order)
             for first in range(0, len(features), attack.batch_size):
                 batch = permutation[first : first + attack.batch_size]
-                loss = ((decoder(features[batch]) - images[batch]) ** 2).mean()
+                loss = ((decoder(features[batch].to(target)) - images[batch].to(target)) ** 2).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 task.advance()
-    return decoder.eval()
+    return decoder.eval().cpu()
 
 
 def invert(decoder, features: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel, VictimConfig
 
 
@@ -170,14 +171,12 @@ class InversionScenario(_InversionScenario):
     attack: MIFaceAttack
     scoring: InversionScoring = InversionScoring()
 
-    trainee_function: ClassVar[str] = "train"
-    mitigation_signature: ClassVar[str] = (
-        "def train(x, y, tools) -> a torch model with the victim's architecture\n"
+    trainee_call: ClassVar[TraineeCall] = TraineeCall(
+        "train",
+        ("x", "y", "tools"),
+        "a torch model with the victim's architecture (from tools.build())",
         "  x: float32 (N, C, H, W) in [0, 1], the private training set; y: int64 (N,) labels\n"
-        "  tools.new_model() -> a freshly initialised model of the victim's architecture\n"
-        "  tools.train(x, y) -> a model trained exactly like the victim (on all of x, y: the victim)\n"
-        "  tools.epochs, tools.batch_size, tools.learning_rate: the victim's recipe\n"
-        "  tools.accuracy(model, x, y), tools.predict(model, x), tools.num_classes, tools.seed"
+        "  (on all of x, y, tools.train returns the victim itself)",
     )
 
     def scoring_formula(self) -> str:
@@ -195,14 +194,14 @@ class InversionApiScenario(_InversionScenario):
     attack: InversionNetAttack
     scoring: ApiInversionScoring = ApiInversionScoring()
 
-    trainee_function: ClassVar[str] = "protect"
-    mitigation_signature: ClassVar[str] = (
-        "def protect(model, tools) -> api, a callable: api(x) -> outputs\n"
+    trainee_call: ClassVar[TraineeCall] = TraineeCall(
+        "protect",
+        ("model", "tools"),
+        "api, a callable: api(x) -> outputs",
         "  model: the deployed torch classifier (returns logits); x: float32 (B, C, H, W) in [0, 1]\n"
         "  outputs: (B, num_classes) scores in [0, 1]; the predicted class is their argmax; a client\n"
         "    reads them as probabilities, unreported mass (1 - sum) spread evenly over the classes\n"
-        "  tools.probabilities(model, x) -> the softmax vectors the API returns today\n"
-        "  tools.num_classes, tools.seed"
+        "  tools.probabilities(model, x) -> the softmax vectors the API returns today",
     )
 
     def scoring_formula(self) -> str:

@@ -23,7 +23,6 @@ confidences as a client reads them.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,22 @@ from typing import TYPE_CHECKING, Any
 
 from secureml import models
 from secureml.cache import content_key
-from secureml.errors import MitigationError
-from secureml.families.base import EXACT, Evaluation, Row, RunContext, Sample, VictimTools, write_victim_inputs
+from secureml.families.base import (
+    EXACT,
+    Artefact,
+    Evaluation,
+    Family,
+    Handover,
+    Inputs,
+    ModelFamily,
+    Row,
+    RunContext,
+    Sample,
+    Tools,
+    handover_of,
+    invalid,
+    warn_renamed,
+)
 from secureml.families.inversion.attacks import (
     MIFaceStarts,
     Reconstructions,
@@ -49,7 +62,8 @@ from secureml.families.inversion.leakage import (
     ssim,
     worst_class,
 )
-from secureml.mitigation import RawResult, model_from_weights, weights_result
+from secureml.families.inversion.config import InversionApiScenario, InversionScenario
+from secureml.mitigation import RawResult
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import Score, inversion_api_calibrated, inversion_calibrated
 from secureml.versions import software_key
@@ -58,7 +72,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from secureml.datasets import Split
-    from secureml.families.inversion.config import InversionApiScenario, InversionScenario, InversionHints
+    from secureml.families.inversion.config import InversionHints
     from secureml.pictures import Cell
 
 
@@ -68,6 +82,8 @@ if TYPE_CHECKING:
 TITLE_CHARACTERS = 64
 # Scores from this up earn the scenario's success hint, unless a flag asks for review.
 SUCCESS_SCORE = 80
+# The inputs file of the query batch `protect`'s api answers.
+QUERIES = "queries"
 
 
 @dataclass(frozen=True)
@@ -81,10 +97,6 @@ class Holdout:
     y_test: np.ndarray
     x_evaluator: np.ndarray | None = None
     y_evaluator: np.ndarray | None = None
-
-
-def _invalid(problem: str) -> MitigationError:
-    return MitigationError(problem, status="invalid-result")
 
 
 def closing_hint(score: Score, notes: list[str], flags: list[str], success: str) -> list[str]:
@@ -101,9 +113,6 @@ def closing_hint(score: Score, notes: list[str], flags: list[str], success: str)
 
 class _InversionFamily:
     """What both inversion families share: the victim, the held-out split, the picture."""
-
-    name = ""
-    function_name = ""
 
     def _stage_key(self, scenario, split: Split) -> str:
         return content_key(
@@ -182,7 +191,7 @@ class InversionStage:
     starts: MIFaceStarts
     start_verdicts: np.ndarray  # the evaluator's class for each start image
     key: str
-    none: Outcome | None = None
+    undefended: Outcome | None = None
     # Outcomes already computed in this process, by content key (also without a disk cache).
     memo: dict[str, Outcome] = field(default_factory=dict)
 
@@ -191,41 +200,40 @@ class InversionStage:
         return 1.0 / self.split.num_classes
 
 
-class TrainTools(VictimTools):
-    """What `train` gets besides the data: the victim's architecture and recipe.
+class _OptimizerName(str):
+    """inversion-01's old `tools.optimizer` was the optimiser's name ("adam"); in every lab it
+    now builds the optimiser, `tools.optimizer(model)`. This object is both: calling it is the
+    new meaning, comparing it as a name is the old one and says so once."""
 
-    tools.new_model()          -> a freshly initialised model of the victim's architecture
-    tools.train(x, y)          -> a model trained exactly like the victim (on the full set you
-                                  were given: the deployed victim, at once)
-    tools.epochs, tools.batch_size, tools.learning_rate, tools.optimizer, tools.weight_decay
-    tools.predict(model, x), tools.accuracy(model, x, y)
-    tools.num_classes, tools.input_shape, tools.seed, tools.class_names
-    """
+    def __new__(cls, name: str, tools: Tools) -> _OptimizerName:
+        value = super().__new__(cls, name)
+        value._tools = tools
+        return value
 
-    training_label = "training inside train()"
+    def __call__(self, model, learning_rate: float | None = None):
+        return Tools.optimizer(self._tools, model, learning_rate)
 
-    def __init__(self, folder: Path) -> None:
-        super().__init__(folder)
-        self.input_shape: tuple[int, ...] = tuple(self._task["input_shape"])
-        self.arch = self._victim.arch
-        self.epochs = self._victim.epochs
-        self.batch_size = self._victim.batch_size
-        self.learning_rate = self._victim.learning_rate
-        self.optimizer = self._victim.optimizer
-        self.weight_decay = self._victim.weight_decay
+    def __eq__(self, other: object) -> bool:
+        warn_renamed("tools.optimizer as the optimiser's name", "tools.optimizer_name")
+        return str(self) == other
 
-    def new_model(self, seed: int | None = None):
-        return models.build(self.arch, self.input_shape, self.num_classes, self.seed if seed is None else seed)
-
-    @staticmethod
-    def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-        return models.accuracy(model, x, y)
+    __hash__ = str.__hash__
 
 
-class WhiteBoxInversionFamily(_InversionFamily):
+class InversionTools(Tools):
+    """For `train(x, y, tools)`: every lab's tools (`Tools`); tools.new_model() is tools.build()."""
+
+    renamed = {"new_model": "build"}
+
+    @property
+    def optimizer(self):  # type: ignore[override]
+        return _OptimizerName(self.optimizer_name, self)
+
+
+class WhiteBoxInversionFamily(ModelFamily[InversionStage], _InversionFamily):
     name = "inversion"
-    function_name = "train"
-    signature = "train(x, y, tools) -> a model with the victim's architecture"
+    schema = InversionScenario
+    tools = InversionTools
     picture_legend = "the evaluator recognises the class"
 
     def prepare(self, scenario: InversionScenario, split: Split, ctx: RunContext) -> InversionStage:
@@ -256,7 +264,7 @@ class WhiteBoxInversionFamily(_InversionFamily):
             start_verdicts=models.predict(evaluator, starts.images),
             key=self._stage_key(scenario, split),
         )
-        stage.none = self._outcome(stage, stage.victim, ctx)
+        stage.undefended = self._outcome(stage, stage.victim, ctx)
         return stage
 
     def _outcome(self, stage: InversionStage, model, ctx: RunContext) -> Outcome:
@@ -280,72 +288,39 @@ class WhiteBoxInversionFamily(_InversionFamily):
         return stage.memo[key]
 
     def _reconstruct(self, stage: InversionStage, model, key: str, ctx: RunContext) -> Reconstructions:
-        cached = ctx.cache.load_tensors("inversions", key)
-        if cached is not None:
-            return Reconstructions(cached["images"], cached["labels"], cached["confidence"])
-        reconstructions = run_miface(
-            model,
-            stage.starts,
-            stage.holdout.x_auxiliary,
-            stage.scenario.attack,
-            num_classes=stage.split.num_classes,
-            progress=ctx.progress,
-        )
-        ctx.cache.save_tensors(
+        return self.cached(
+            ctx.cache,
             "inversions",
             key,
-            {
-                "images": reconstructions.images,
-                "labels": reconstructions.labels,
-                "confidence": reconstructions.confidence,
-            },
+            lambda: run_miface(
+                model,
+                stage.starts,
+                stage.holdout.x_auxiliary,
+                stage.scenario.attack,
+                num_classes=stage.split.num_classes,
+                device=ctx.device,
+                progress=ctx.progress,
+            ),
+            store=lambda reconstructions: Artefact(asdict(reconstructions)),
+            restore=lambda stored: Reconstructions(**stored.arrays),
         )
-        return reconstructions
 
     # ------------------------------------------------------------------ the mitigation's view
 
-    def write_inputs(self, stage: InversionStage, folder: Path) -> None:
+    def handover(self, stage: InversionStage) -> Handover:
         """The private training set, the victim's recipe, and its weights (so tools.train is instant)."""
-        split = stage.split
-        write_victim_inputs(
-            folder,
-            x=split.x_train,
-            y=split.y_train,
-            victim_config=stage.scenario.victim,
-            victim_model=stage.victim,
-            num_classes=split.num_classes,
-            class_names=split.class_names,
-            seed=stage.scenario.seed,
-            input_shape=list(split.shape),
-        )
-
-    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
-        """In the child: call `train` and send back the returned model's weights only."""
-        from safetensors.numpy import load_file
-
-        arrays = load_file(str(folder / "train.safetensors"))
-        model = module.train(arrays["x"].copy(), arrays["y"].copy(), TrainTools(folder))
-        return weights_result(model, function="train", how_to_build="tools.new_model()")
-
-    def no_mitigation(self, stage: InversionStage) -> RawResult:
-        return RawResult(models.model_arrays(stage.victim))
-
-    def check_outputs(self, stage: InversionStage, raw: RawResult):
-        """Weights that fit the victim's architecture exactly, float32, loaded into a fresh model."""
-        return model_from_weights(
-            raw, arch=stage.scenario.victim.arch, input_shape=stage.split.shape, num_classes=stage.split.num_classes
-        )
+        return handover_of(stage, training_set=(stage.split.x_train, stage.split.y_train))
 
     # ------------------------------------------------------------------ grading
 
     def evaluate(self, stage: InversionStage, model, ctx: RunContext) -> Evaluation:
         mitigated = self._outcome(stage, model, ctx)
-        none = stage.none
+        undefended = stage.undefended
         score = inversion_calibrated(
-            attack_accuracy_none=none.leakage.attack_accuracy,
+            attack_accuracy_none=undefended.leakage.attack_accuracy,
             attack_accuracy_mitigated=mitigated.leakage.attack_accuracy,
             attack_accuracy_floor=stage.floor,
-            utility_none=none.utility,
+            utility_none=undefended.utility,
             utility_mitigated=mitigated.utility,
             max_utility_drop=stage.scenario.scoring.max_utility_drop,
         )
@@ -355,8 +330,8 @@ class WhiteBoxInversionFamily(_InversionFamily):
             pictures["inversion"] = self._picture(stage, mitigated, ctx.out_dir / "inversion.png")
         return Evaluation(
             metrics={
-                "victim.utility": none.utility,
-                **none.leakage.metrics("victim"),
+                "victim.utility": undefended.utility,
+                **undefended.leakage.metrics("victim"),
                 "floor.attack_accuracy": stage.floor,
                 "mitigated.utility": mitigated.utility,
                 **mitigated.leakage.metrics("mitigated"),
@@ -364,7 +339,7 @@ class WhiteBoxInversionFamily(_InversionFamily):
             },
             score=score,
             rows=[
-                Row("no mitigation (victim)", self._row(none)),
+                Row("no mitigation (victim)", self._row(undefended)),
                 Row("chance", {"attack_accuracy": stage.floor}, "the score's floor"),
                 Row("your mitigation", {**self._row(mitigated), "score": score.total}),
             ],
@@ -379,7 +354,7 @@ class WhiteBoxInversionFamily(_InversionFamily):
             details={
                 "scoring": stage.scenario.scoring.model_dump(),
                 "per_class_attack_accuracy": {
-                    "victim": none.leakage.per_class_accuracy,
+                    "victim": undefended.leakage.per_class_accuracy,
                     "mitigated": mitigated.leakage.per_class_accuracy,
                 },
                 "blinded_classes": mitigated.leakage.blinded,
@@ -424,10 +399,10 @@ class WhiteBoxInversionFamily(_InversionFamily):
     def _feedback(stage: InversionStage, mitigated: Outcome, score: Score, flags: list[str]) -> list[str]:
         """What limited the score, in numbers, followed by the scenario's hint."""
         hints: InversionHints = stage.scenario.hints
-        none = stage.none
+        undefended = stage.undefended
         notes: list[str] = []
-        utility_drop = none.utility - mitigated.utility
-        leaked, leaked_none = mitigated.leakage.attack_accuracy, none.leakage.attack_accuracy
+        utility_drop = undefended.utility - mitigated.utility
+        leaked, leaked_none = mitigated.leakage.attack_accuracy, undefended.leakage.attack_accuracy
         if abs(leaked - leaked_none) < 1e-9 and abs(utility_drop) < 1e-9:
             notes.append(f"Your mitigation leaks exactly as much as the undefended model. {hints.unchanged}")
         elif score.parts["leakage_removed"] < 0.7:
@@ -437,7 +412,7 @@ class WhiteBoxInversionFamily(_InversionFamily):
             )
         if score.capped_by or utility_drop > 0.02:
             notes.append(
-                f"Utility fell {100 * utility_drop:.1f} points ({none.utility:.3f} -> "
+                f"Utility fell {100 * utility_drop:.1f} points ({undefended.utility:.3f} -> "
                 f"{mitigated.utility:.3f}). {hints.utility_lost}"
             )
         return closing_hint(score, notes, flags, hints.success)
@@ -448,9 +423,9 @@ class WhiteBoxInversionFamily(_InversionFamily):
         from secureml.pictures import Cell
 
         names = stage.split.class_names
-        none = stage.none
+        undefended = stage.undefended
         shown = np.stack(
-            [outcome.reconstructions.images[outcome.leakage.shown] for outcome in (none, mitigated)]
+            [outcome.reconstructions.images[outcome.leakage.shown] for outcome in (undefended, mitigated)]
         )  # (2, classes, C, H, W)
         verdicts = models.predict(stage.evaluator, shown.reshape(-1, *shown.shape[2:])).reshape(2, -1)
 
@@ -477,17 +452,9 @@ class WhiteBoxInversionFamily(_InversionFamily):
 # =========================================================================== query-only API
 
 
-class ProtectTools:
-    """What `protect` gets besides the model.
-
-    tools.probabilities(model, x) -> (N, num_classes) softmax vectors: the API as deployed
-    tools.num_classes, tools.seed, tools.class_names
-    """
-
-    def __init__(self, task: dict) -> None:
-        self.num_classes: int = task["num_classes"]
-        self.seed: int = task["seed"]
-        self.class_names: list[str] = task["class_names"]
+class ProtectTools(Tools):
+    """For `protect(model, tools)`: every lab's tools (`Tools`), and
+    tools.probabilities(model, x) -> (N, num_classes) softmax vectors: the API as deployed."""
 
     @staticmethod
     def probabilities(model, x: np.ndarray) -> np.ndarray:
@@ -567,15 +534,15 @@ class ApiStage:
     test_rows: np.ndarray
     folds: list[Fold]
     pictured: np.ndarray  # test queries drawn in the picture: the first user of each secret class
-    none: ApiOutcome | None = None
+    undefended: ApiOutcome | None = None
     label_only: ApiOutcome | None = None
     memo: dict[str, ApiOutcome] = field(default_factory=dict)
 
 
-class QueryInversionFamily(_InversionFamily):
+class QueryInversionFamily(Family[ApiStage, "np.ndarray"], _InversionFamily):
     name = "inversion-api"
-    function_name = "protect"
-    signature = "protect(model, tools) -> api; api(x) -> output vectors"
+    schema = InversionApiScenario
+    tools = ProtectTools
     picture_legend = "closer to the user's own image than to 9 in 10 other users' images of the digit"
 
     def prepare(self, scenario: InversionApiScenario, split: Split, ctx: RunContext) -> ApiStage:
@@ -599,8 +566,8 @@ class QueryInversionFamily(_InversionFamily):
         # one that starves the first attacker's training queries (labels only for the
         # classes it holds) feeds the second.
         for hidden in (secret, others):
-            mine = np.flatnonzero(~np.isin(holdout.y_auxiliary, hidden))
-            folds.append(Fold(hidden, position[mine], holdout.x_auxiliary[mine]))
+            known = np.flatnonzero(~np.isin(holdout.y_auxiliary, hidden))
+            folds.append(Fold(hidden, position[known], holdout.x_auxiliary[known]))
         y_test = holdout.y_test
         stage = ApiStage(
             scenario=scenario,
@@ -614,7 +581,7 @@ class QueryInversionFamily(_InversionFamily):
             pictured=np.array([int(np.flatnonzero(y_test == label)[0]) for label in secret]),
         )
         probabilities = ProtectTools.probabilities(stage.victim, stage.queries)
-        stage.none = self._outcome(stage, probabilities, ctx)
+        stage.undefended = self._outcome(stage, probabilities, ctx)
         stage.label_only = self._outcome(stage, label_only(probabilities), ctx)
         return stage
 
@@ -655,14 +622,21 @@ class QueryInversionFamily(_InversionFamily):
         was 0.58, 0.00 and 0.37 on three seeds with one decoder: a one-hot input the decoder
         never saw is decoded by its random initial weights.)
         """
+        return Family.cached(
+            ctx.cache,
+            "inversions",
+            content_key(key, view, fold.secret),
+            lambda: QueryInversionFamily._attack(stage, outputs, view, fold, ctx),
+            store=lambda inversion: Artefact(asdict(inversion)),
+            restore=lambda stored: Inversion(**stored.arrays),
+        )
+
+    @staticmethod
+    def _attack(stage: ApiStage, outputs: np.ndarray, view: str, fold: Fold, ctx: RunContext) -> Inversion:
         import numpy as np
 
         from secureml.api_outputs import fit_view
 
-        inversion_key = content_key(key, view, fold.secret)
-        cached = ctx.cache.load_tensors("inversions", inversion_key)
-        if cached is not None:
-            return Inversion(**cached)
         attack = stage.scenario.attack
         reads = fit_view(view, outputs[fold.rows])
         training, answers = reads(outputs[fold.rows]), reads(outputs[stage.test_rows])
@@ -677,6 +651,7 @@ class QueryInversionFamily(_InversionFamily):
                         progress=ctx.progress,
                         start=start,
                         view=view,
+                        device=ctx.device,
                     ),
                     answers,
                 )
@@ -685,52 +660,37 @@ class QueryInversionFamily(_InversionFamily):
             axis=0,
         ).astype(np.float32)
         users = stage.holdout.x_test
-        inversion = Inversion(
+        return Inversion(
             identification=identification(images, users, stage.holdout.y_test).astype(np.float32),
             squared_error=((images - users) ** 2).reshape(len(users), -1).mean(axis=1).astype(np.float32),
             ssim=ssim(images, users).astype(np.float32),
             pictured=images[stage.pictured],
         )
-        ctx.cache.save_tensors("inversions", inversion_key, asdict(inversion))
-        return inversion
 
     # ------------------------------------------------------------------ the mitigation's view
 
-    def write_inputs(self, stage: ApiStage, folder: Path) -> None:
+    def handover(self, stage: ApiStage) -> Handover:
         """The deployed model's weights and the query batch (images only, no labels)."""
-        from safetensors.numpy import save_file
+        return handover_of(
+            stage,
+            arrays={QUERIES: {"x": stage.queries}},
+            extras={"query_batch": stage.scenario.attack.query_batch},
+        )
 
-        folder.mkdir(parents=True, exist_ok=True)
-        split = stage.split
-        save_file(models.model_arrays(stage.victim), str(folder / "model.safetensors"))
-        save_file({"x": stage.queries}, str(folder / "queries.safetensors"))
-        task = {
-            "num_classes": split.num_classes,
-            "class_names": list(split.class_names),
-            "input_shape": list(split.shape),
-            "seed": stage.scenario.seed,
-            "arch": stage.scenario.victim.arch,
-            "query_batch": stage.scenario.attack.query_batch,
-        }
-        (folder / "task.json").write_text(json.dumps(task))
-
-    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
-        """In the child: build the API with `protect`, answer the query batch, send the outputs."""
+    def encode(self, returned: Any, inputs: Inputs) -> RawResult:
+        """In the child: the api `protect` returned, asked the query batch; only its outputs leave."""
         import numpy as np
-        from safetensors.numpy import load_file
 
-        task = json.loads((folder / "task.json").read_text())
-        model = models.build(task["arch"], tuple(task["input_shape"]), task["num_classes"], 0)
-        models.load_arrays(model, load_file(str(folder / "model.safetensors")))
-        api = module.protect(model.eval(), ProtectTools(task))
+        api = returned
         if not callable(api):
-            raise TypeError(f"protect must return a callable api(x) -> outputs, got {type(api).__name__}")
-        queries = load_file(str(folder / "queries.safetensors"))["x"]
+            raise TypeError(f"{self.function_name} must return a callable api(x) -> outputs, got {type(api).__name__}")
+        queries = inputs.arrays(QUERIES)["x"]
+        batch_size = inputs.extras["query_batch"]
         answers = []
-        for start in range(0, len(queries), task["query_batch"]):
-            batch = queries[start : start + task["query_batch"]]
+        for start in range(0, len(queries), batch_size):
+            batch = queries[start : start + batch_size]
             outputs = _as_array(api(batch.copy())).astype(np.float32)
-            if outputs.shape != (len(batch), task["num_classes"]):
+            if outputs.shape != (len(batch), inputs.num_classes):
                 # Sent back as it is: an unusable result is for the parent's check_outputs to
                 # reject (status invalid-result); raising here would report it as a crash.
                 return RawResult({"outputs": np.ascontiguousarray(outputs)})
@@ -745,18 +705,18 @@ class QueryInversionFamily(_InversionFamily):
         import numpy as np
 
         if set(raw.arrays) != {"outputs"} or raw.config:
-            raise _invalid(f"expected one output 'outputs', got {sorted(raw.arrays)}")
+            raise invalid(f"expected one output 'outputs', got {sorted(raw.arrays)}")
         outputs = raw.arrays["outputs"]
         expected = (len(stage.queries), stage.split.num_classes)
         if outputs.shape != expected or outputs.dtype.kind != "f":
             batch = stage.scenario.attack.query_batch
-            raise _invalid(
+            raise invalid(
                 f"the api must return one row of {expected[1]} float scores per query: shape {expected} "
                 f"for the {expected[0]} queries (sent {batch} at a time), got {outputs.dtype} {outputs.shape}"
             )
         # 1e-6: float32 rounding in a wrapper that renormalises.
         if outputs.size and (outputs.min() < -1e-6 or outputs.max() > 1 + 1e-6):
-            raise _invalid(
+            raise invalid(
                 f"outputs must be scores in [0, 1], found {outputs.min():.3g}..{outputs.max():.3g}; "
                 "return probabilities (rounded, truncated or noisy), not logits"
             )
@@ -766,15 +726,15 @@ class QueryInversionFamily(_InversionFamily):
 
     def evaluate(self, stage: ApiStage, outputs: np.ndarray, ctx: RunContext) -> Evaluation:
         mitigated = self._outcome(stage, outputs, ctx)
-        none, label_only = stage.none, stage.label_only
+        undefended, label_only = stage.undefended, stage.label_only
         scoring = stage.scenario.scoring
         score = inversion_api_calibrated(
-            identification_none=none.identification_by_view,
+            identification_none=undefended.identification_by_view,
             identification_mitigated=mitigated.identification_by_view,
             identification_label_only=label_only.identification_by_view,
-            accuracy_none=none.accuracy,
+            accuracy_none=undefended.accuracy,
             accuracy_mitigated=mitigated.accuracy,
-            log_loss_none=none.log_loss,
+            log_loss_none=undefended.log_loss,
             log_loss_mitigated=mitigated.log_loss,
             log_loss_label_only=label_only.log_loss,
             max_accuracy_drop=scoring.max_accuracy_drop,
@@ -787,7 +747,7 @@ class QueryInversionFamily(_InversionFamily):
             pictures["inversion"] = self._picture(stage, mitigated, view, ctx.out_dir / "inversion.png")
         return Evaluation(
             metrics={
-                **none.metrics("victim"),
+                **undefended.metrics("victim"),
                 "label_only.identification": label_only.identification,
                 "label_only.log_loss": label_only.log_loss,
                 **mitigated.metrics("mitigated"),
@@ -795,7 +755,7 @@ class QueryInversionFamily(_InversionFamily):
             },
             score=score,
             rows=[
-                Row("full probabilities (victim)", none.row()),
+                Row("full probabilities (victim)", undefended.row()),
                 Row("label-only API", label_only.row(), "the leakage floor"),
                 Row("your API", {**mitigated.row(), "score": score.total}, f"decided by the {view} view"),
             ],
@@ -811,7 +771,7 @@ class QueryInversionFamily(_InversionFamily):
             details={
                 "scoring": scoring.model_dump(),
                 "identification_by_view": {
-                    "victim": none.identification_by_view,
+                    "victim": undefended.identification_by_view,
                     "label_only": label_only.identification_by_view,
                     "mitigated": mitigated.identification_by_view,
                 },
@@ -841,23 +801,24 @@ class QueryInversionFamily(_InversionFamily):
     def _feedback(stage: ApiStage, mitigated: ApiOutcome, score: Score, view: str) -> list[str]:
         """What limited the score, in numbers, followed by the scenario's hint."""
         hints: InversionHints = stage.scenario.hints
-        none, label_only = stage.none, stage.label_only
+        undefended, label_only = stage.undefended, stage.label_only
         notes: list[str] = []
-        same_leak = abs(mitigated.identification - none.identification) < 1e-9
-        if same_leak and abs(mitigated.log_loss - none.log_loss) < 1e-9:
+        same_leak = abs(mitigated.identification - undefended.identification) < 1e-9
+        if same_leak and abs(mitigated.log_loss - undefended.log_loss) < 1e-9:
             notes.append(f"Your API leaks exactly as much as the full probabilities. {hints.unchanged}")
         elif score.parts["leakage_removed"] < 0.7:
             notes.append(
                 f"Read as {view}, your outputs still let the attacker pick a user's image out of the "
                 f"others {100 * mitigated.identification_by_view[view]:.0f}% of the time (full probabilities "
-                f"{100 * none.identification_by_view[view]:.0f}%, labels only {100 * label_only.identification_by_view[view]:.0f}%, "
+                f"{100 * undefended.identification_by_view[view]:.0f}%, labels only "
+                f"{100 * label_only.identification_by_view[view]:.0f}%, "
                 f"chance 50%). {hints.leakage_remaining}"
             )
         if score.capped_by or score.parts["usefulness"] < 0.9:
             notes.append(
-                f"Clients lost {100 * (none.accuracy - mitigated.accuracy):.1f} points of accuracy and keep "
+                f"Clients lost {100 * (undefended.accuracy - mitigated.accuracy):.1f} points of accuracy and keep "
                 f"{100 * score.parts['confidence_kept']:.0f}% of what confidences add over labels (log loss "
-                f"{mitigated.log_loss:.3f}; full probabilities {none.log_loss:.3f}, labels only "
+                f"{mitigated.log_loss:.3f}; full probabilities {undefended.log_loss:.3f}, labels only "
                 f"{label_only.log_loss:.3f}). {hints.utility_lost}"
             )
         return closing_hint(score, notes, [], hints.success)
@@ -877,7 +838,7 @@ class QueryInversionFamily(_InversionFamily):
                 f"a user's {names[label]}",
                 [
                     Cell(stage.holdout.x_test[query], "the user's image"),
-                    cell(stage.none, row, "full API"),
+                    cell(stage.undefended, row, "full API"),
                     cell(mitigated, row, "your API"),
                 ],
             )

@@ -104,7 +104,7 @@ def backdoor(trigger: Trigger):
 
 
 def poison_badnets(
-    split: Split, attack: BadNetsAttack, *, seed: int, victim: VictimConfig, progress
+    split: Split, attack: BadNetsAttack, *, seed: int, victim: VictimConfig, progress, device: str = "cpu"
 ) -> PoisonedSet:
     """Stamp the trigger on a random share of non-target images and relabel them."""
     import numpy as np
@@ -126,7 +126,7 @@ def poison_badnets(
 
 
 def poison_clean_label(
-    split: Split, attack: CleanLabelAttack, *, seed: int, victim: VictimConfig, progress
+    split: Split, attack: CleanLabelAttack, *, seed: int, victim: VictimConfig, progress, device: str = "cpu"
 ) -> PoisonedSet:
     """ART's PoisoningAttackCleanLabelBackdoor against a proxy model the attacker trains."""
     import numpy as np
@@ -141,10 +141,11 @@ def poison_clean_label(
         split.y_train,
         num_classes=split.num_classes,
         seed=derive_seed(seed, "proxy"),
+        device=device,
         progress=progress,
         label="training the attacker's proxy model",
     )
-    classifier = art_classifier(proxy, input_shape=split.shape, num_classes=split.num_classes)
+    classifier = art_classifier(proxy, input_shape=split.shape, num_classes=split.num_classes, device=device)
     target = one_hot(np.array([attack.target_class]), split.num_classes)[0]
     clean_label = PoisoningAttackCleanLabelBackdoor(
         backdoor=backdoor(attack.trigger),

@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
+from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel
 
 
@@ -225,14 +226,13 @@ class PoisoningScenario(ScenarioBase):
     scoring: PoisoningScoring = PoisoningScoring()
     hints: PoisoningHints
 
-    trainee_function: ClassVar[str] = "sanitize"
-    mitigation_signature: ClassVar[str] = (
-        "def sanitize(x, y, tools) -> kept indices (int array) or a boolean mask of len(y)\n"
+    trainee_call: ClassVar[TraineeCall] = TraineeCall(
+        "sanitize",
+        ("x", "y", "tools"),
+        "kept indices (int array) or a boolean mask of len(y)",
         "  x: float32 (N, C, H, W) in [0, 1], the training set as the attacker left it\n"
-        "  y: int64 (N,) labels\n"
-        "  tools.train(x, y) -> model trained like the victim (on all of x, y: the victim itself)\n"
-        "  tools.features(model, x) -> (N, D) penultimate activations; tools.predict(model, x)\n"
-        "  tools.num_classes, tools.seed"
+        "  y: int64 (N,) labels (on all of x, y, tools.train returns the victim itself)\n"
+        "  tools.features(model, x) -> (N, D) penultimate activations",
     )
 
     def scoring_formula(self) -> str:

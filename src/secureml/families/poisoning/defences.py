@@ -17,23 +17,25 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def _feature_view(victim, input_shape, num_classes):
+def _feature_view(victim, input_shape, num_classes, device: str):
     import copy
 
     # A copy, so freezing it for ART leaves the victim untouched.
     return art_classifier(
-        copy.deepcopy(victim.features), input_shape=input_shape, num_classes=num_classes
+        copy.deepcopy(victim.features), input_shape=input_shape, num_classes=num_classes, device=device
     )
 
 
-def activation_defence(victim, x, y, *, num_classes: int, seed: int, poison_fraction: float) -> np.ndarray:
+def activation_defence(
+    victim, x, y, *, num_classes: int, seed: int, poison_fraction: float, device: str = "cpu"
+) -> np.ndarray:
     """ART ActivationDefence (Chen et al., 2018): 2-means on PCA-10 activations per class,
     the smaller cluster flagged. Returns the kept indices."""
     import numpy as np
     from art.defences.detector.poison import ActivationDefence
 
     defence = ActivationDefence(
-        _feature_view(victim, x.shape[1:], num_classes), x, one_hot(y, num_classes)
+        _feature_view(victim, x.shape[1:], num_classes, device), x, one_hot(y, num_classes)
     )
     with numpy_global_seed(derive_seed(seed, "activation-defence")):
         _, is_clean = defence.detect_poison(
@@ -42,13 +44,15 @@ def activation_defence(victim, x, y, *, num_classes: int, seed: int, poison_frac
     return np.flatnonzero(np.asarray(is_clean) == 1)
 
 
-def spectral_signature(victim, x, y, *, num_classes: int, seed: int, poison_fraction: float) -> np.ndarray:
+def spectral_signature(
+    victim, x, y, *, num_classes: int, seed: int, poison_fraction: float, device: str = "cpu"
+) -> np.ndarray:
     """ART SpectralSignatureDefense (Tran et al., 2018), told the true poison share."""
     import numpy as np
     from art.defences.detector.poison import SpectralSignatureDefense
 
     defence = SpectralSignatureDefense(
-        _feature_view(victim, x.shape[1:], num_classes),
+        _feature_view(victim, x.shape[1:], num_classes, device),
         x,
         one_hot(y, num_classes),
         batch_size=128,

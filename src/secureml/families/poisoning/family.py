@@ -15,8 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from secureml import models
 from secureml.cache import content_key
-from secureml.errors import ConfigError, MitigationError
-from secureml.families.base import Evaluation, RunContext, Row, Sample, VictimTools, write_victim_inputs
+from secureml.errors import ConfigError
+from secureml.families.base import (
+    Artefact,
+    Evaluation,
+    Family,
+    Handover,
+    Inputs,
+    Row,
+    RunContext,
+    Sample,
+    Tools,
+    handover_of,
+    invalid,
+)
+from secureml.families.poisoning.config import PoisoningScenario
 from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, trigger_change, triggered_test_set
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
@@ -28,7 +41,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from secureml.datasets import Split
-    from secureml.families.poisoning.config import PoisoningScenario
 
 # A trigger must change an image by at least one full pixel's worth (summed absolute change);
 # less is a scenario error, not an attack: e.g. a dark trigger on MNIST's black background.
@@ -67,7 +79,7 @@ class PoisoningStage:
     victim: Any
     x_triggered: np.ndarray
     y_triggered: np.ndarray
-    none: Outcome
+    undefended: Outcome
     perfect: Outcome
     key: str
     baselines: dict[str, Filtered] = field(default_factory=dict)
@@ -77,27 +89,19 @@ class PoisoningStage:
         return len(self.poisoned.y)
 
 
-class PoisoningTools(VictimTools):
-    """What `sanitize` gets besides the data: a way to train and probe a model like the victim.
-
-    tools.train(x, y)          -> a torch model trained exactly as the victim is
-    tools.features(model, x)   -> penultimate-layer activations, shape (N, D)
-    tools.predict(model, x)    -> predicted labels, shape (N,)
-    tools.num_classes, tools.seed
-    Training on the full set you were given returns the deployed victim at once.
-    """
-
-    training_label = "training inside sanitize"
+class PoisoningTools(Tools):
+    """Every lab's tools (`Tools`), and tools.features(model, x) -> penultimate-layer
+    activations, shape (N, D)."""
 
     @staticmethod
     def features(model, x: np.ndarray) -> np.ndarray:
         return models.features(model, x)
 
 
-class PoisoningFamily:
+class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
     name = "poisoning"
-    function_name = "sanitize"
-    signature = "sanitize(x, y, tools) -> indices to keep (or a boolean mask)"
+    schema = PoisoningScenario
+    tools = PoisoningTools
 
     # ------------------------------------------------------------------ stage
 
@@ -133,11 +137,11 @@ class PoisoningFamily:
             victim=victim,
             x_triggered=x_triggered,
             y_triggered=y_triggered,
-            none=Outcome(0.0, 0.0),
+            undefended=Outcome(0.0, 0.0),
             perfect=Outcome(0.0, 0.0),
             key=key,
         )
-        stage.none = self._measure(stage, victim)
+        stage.undefended = self._measure(stage, victim)
         import numpy as np
 
         clean_rows = np.flatnonzero(~poisoned.poison_mask)
@@ -154,12 +158,12 @@ class PoisoningFamily:
     def _require_a_backdoor(stage: PoisoningStage) -> None:
         """A backdoor that did not take hold leaves nothing to defend: the score would only
         measure noise, so the scenario (or variant) is refused, loudly."""
-        effect = stage.none.attack_success_rate - stage.perfect.attack_success_rate
+        effect = stage.undefended.attack_success_rate - stage.perfect.attack_success_rate
         if effect < MIN_BACKDOOR_EFFECT:
             scenario = stage.scenario
             raise ConfigError(
                 f"the backdoor did not take hold: the victim's attack success rate is "
-                f"{stage.none.attack_success_rate:.3f}, and {stage.perfect.attack_success_rate:.3f} "
+                f"{stage.undefended.attack_success_rate:.3f}, and {stage.perfect.attack_success_rate:.3f} "
                 "without any poison, so there is nothing to defend",
                 file=str(scenario.source or scenario.id),
                 field="attack",
@@ -171,9 +175,11 @@ class PoisoningFamily:
 
     def _triggered(self, scenario, split, key: str, ctx: RunContext):
         """The triggered test set, cached so that a warm run never imports ART (~1.2 s)."""
-        cached = ctx.cache.load_tensors("triggered", key)
-        if cached is not None:
-            return cached["x"], cached["y"]
+        triggered = self.cached_arrays(ctx.cache, "triggered", key, lambda: self._trigger(scenario, split))
+        return triggered["x"], triggered["y"]
+
+    @staticmethod
+    def _trigger(scenario: PoisoningScenario, split: Split) -> dict[str, np.ndarray]:
         x_triggered, y_triggered = triggered_test_set(split, scenario.attack)
         change = trigger_change(split.x_test[split.y_test != scenario.attack.target_class], x_triggered)
         if change < MIN_TRIGGER_CHANGE:
@@ -187,77 +193,67 @@ class PoisoningFamily:
                 fix="a dark trigger is invisible on a dark background: move it where the images have ink "
                 "(e.g. the centre), or give it a brighter pixel_value",
             )
-        ctx.cache.save_tensors("triggered", key, {"x": x_triggered, "y": y_triggered})
-        return x_triggered, y_triggered
+        return {"x": x_triggered, "y": y_triggered}
 
     def _poison(self, scenario, split, key: str, ctx: RunContext) -> PoisonedSet:
-        cached = ctx.cache.load_tensors("poisoned", key)
-        if cached is not None:
-            return PoisonedSet(cached["x"], cached["y"], cached["poison_mask"].astype(bool))
-        poisoned = ATTACKS[scenario.attack.name](
-            split,
-            scenario.attack,
-            seed=scenario.seed,
-            victim=scenario.victim,
-            progress=ctx.progress,
-        )
-        ctx.cache.save_tensors(
+        return self.cached(
+            ctx.cache,
             "poisoned",
             key,
-            {"x": poisoned.x, "y": poisoned.y, "poison_mask": poisoned.poison_mask.astype("uint8")},
+            lambda: ATTACKS[scenario.attack.name](
+                split,
+                scenario.attack,
+                seed=scenario.seed,
+                victim=scenario.victim,
+                progress=ctx.progress,
+                device=ctx.device,
+            ),
+            store=lambda poisoned: Artefact(
+                {"x": poisoned.x, "y": poisoned.y, "poison_mask": poisoned.poison_mask.astype("uint8")}
+            ),
+            restore=lambda stored: PoisonedSet(
+                stored.arrays["x"], stored.arrays["y"], stored.arrays["poison_mask"].astype(bool)
+            ),
         )
-        return poisoned
 
     def _baseline_kept(self, stage: PoisoningStage, name: str, ctx: RunContext) -> np.ndarray:
+        def run() -> dict[str, np.ndarray]:
+            with ctx.progress.task(f"running ART baseline {name}"):
+                kept = BASELINES[name](
+                    stage.victim,
+                    stage.poisoned.x,
+                    stage.poisoned.y,
+                    num_classes=stage.split.num_classes,
+                    seed=stage.scenario.seed,
+                    poison_fraction=float(stage.poisoned.poison_mask.mean()),
+                    device=ctx.device,
+                )
+            return {"kept_indices": kept.astype("int64")}
+
         key = content_key(stage.key, "baseline", name)
-        cached = ctx.cache.load_tensors("baselines", key)
-        if cached is not None:
-            return cached["kept_indices"]
-        with ctx.progress.task(f"running ART baseline {name}"):
-            kept = BASELINES[name](
-                stage.victim,
-                stage.poisoned.x,
-                stage.poisoned.y,
-                num_classes=stage.split.num_classes,
-                seed=stage.scenario.seed,
-                poison_fraction=float(stage.poisoned.poison_mask.mean()),
-            )
-        ctx.cache.save_tensors("baselines", key, {"kept_indices": kept.astype("int64")})
-        return kept
+        return self.cached_arrays(ctx.cache, "baselines", key, run)["kept_indices"]
 
     # ------------------------------------------------------------------ the mitigation's view
 
-    def write_inputs(self, stage: PoisoningStage, folder: Path) -> None:
+    def handover(self, stage: PoisoningStage) -> Handover:
         """The training set as the attacker left it, the victim's recipe, and its weights."""
-        write_victim_inputs(
-            folder,
-            x=stage.poisoned.x,
-            y=stage.poisoned.y,
-            victim_config=stage.scenario.victim,
-            victim_model=stage.victim,
-            num_classes=stage.split.num_classes,
-            class_names=stage.split.class_names,
-            seed=stage.scenario.seed,
-        )
+        return handover_of(stage, training_set=(stage.poisoned.x, stage.poisoned.y))
 
-    def run_mitigation(self, module: Any, folder: Path) -> RawResult:
-        """In the child: call `sanitize` on the inputs and return the kept indices."""
+    def encode(self, returned: Any, inputs: Inputs) -> RawResult:
+        """In the child: the kept indices `sanitize` returned (or its boolean mask's)."""
         import numpy as np
-        from safetensors.numpy import load_file
 
-        arrays = load_file(str(folder / "train.safetensors"))
-        x, y = arrays["x"], arrays["y"]
-        kept = module.sanitize(x.copy(), y.copy(), PoisoningTools(folder))
-        kept = np.asarray(kept)
+        _, y = inputs.training_set()
+        kept = np.asarray(returned)
         if kept.dtype == bool:
             if kept.shape != y.shape:
                 raise ValueError(
-                    f"sanitize returned a boolean mask of shape {kept.shape}; expected {y.shape}"
+                    f"{self.function_name} returned a boolean mask of shape {kept.shape}; expected {y.shape}"
                 )
             kept = np.flatnonzero(kept)
         if kept.dtype.kind not in "iu":
             raise TypeError(
-                f"sanitize must return integer indices or a boolean mask, got dtype {kept.dtype}"
+                f"{self.function_name} must return integer indices or a boolean mask, got dtype {kept.dtype}"
             )
         return RawResult({"kept_indices": kept.astype(np.int64).reshape(-1)})
 
@@ -269,9 +265,6 @@ class PoisoningFamily:
     def check_outputs(self, stage: PoisoningStage, raw: RawResult) -> np.ndarray:
         """Kept indices: 1-D integers in range; duplicates are merged; every class kept."""
         import numpy as np
-
-        def invalid(problem: str) -> MitigationError:
-            return MitigationError(problem, status="invalid-result")
 
         if set(raw.arrays) != {"kept_indices"} or raw.config:
             raise invalid(f"expected one output 'kept_indices', got {sorted(raw.arrays)}")
@@ -295,8 +288,8 @@ class PoisoningFamily:
         filtered = self._filtered(stage, kept, ctx, "your mitigation")
         scenario = stage.scenario
         metrics = {
-            "victim.clean_accuracy": stage.none.clean_accuracy,
-            "victim.attack_success_rate": stage.none.attack_success_rate,
+            "victim.clean_accuracy": stage.undefended.clean_accuracy,
+            "victim.attack_success_rate": stage.undefended.attack_success_rate,
             "perfect.clean_accuracy": stage.perfect.clean_accuracy,
             "perfect.attack_success_rate": stage.perfect.attack_success_rate,
             "random.clean_accuracy": filtered.random.clean_accuracy,
@@ -313,7 +306,7 @@ class PoisoningFamily:
             metrics[f"baseline.{name}.attack_success_rate"] = baseline.outcome.attack_success_rate
             metrics[f"baseline.{name}.score"] = baseline.score.total
         rows = [
-            Row("no mitigation (victim)", self._row(stage.none, None, stage.size)),
+            Row("no mitigation (victim)", self._row(stage.undefended, None, stage.size)),
             *[
                 Row(f"ART {name}", self._row(b.outcome, b, b.kept), "baseline")
                 for name, b in stage.baselines.items()
@@ -373,8 +366,8 @@ class PoisoningFamily:
         dropped[kept] = False
         clean_dropped = float(dropped[~mask].mean())
         score = der_calibrated(
-            asr_none=stage.none.attack_success_rate,
-            ca_none=stage.none.clean_accuracy,
+            asr_none=stage.undefended.attack_success_rate,
+            ca_none=stage.undefended.clean_accuracy,
             asr_mitigated=outcome.attack_success_rate,
             ca_mitigated=outcome.clean_accuracy,
             asr_random=random.attack_success_rate,
@@ -399,7 +392,7 @@ class PoisoningFamily:
         import numpy as np
 
         if drop <= 0:
-            return stage.none
+            return stage.undefended
         rng = generator(stage.scenario.seed, "random-filter", drop)
         kept = np.sort(rng.choice(stage.size, size=stage.size - drop, replace=False))
         return self._measure(stage, self._retrain(stage, kept, ctx, "random filter"))
@@ -436,7 +429,7 @@ class PoisoningFamily:
         target = stage.scenario.attack.target_class
         outcome = filtered.outcome
         notes: list[str] = []
-        ca_drop = stage.none.clean_accuracy - outcome.clean_accuracy
+        ca_drop = stage.undefended.clean_accuracy - outcome.clean_accuracy
         if filtered.kept >= stage.size * 0.995:
             notes.append(f"You kept {filtered.kept} of {stage.size} samples. {hints.kept_everything}")
         if outcome.attack_success_rate > max(0.1, stage.perfect.attack_success_rate + 0.05):
@@ -447,7 +440,7 @@ class PoisoningFamily:
         if filtered.score.capped_by or ca_drop > 0.02:
             notes.append(
                 f"Clean accuracy fell {100 * ca_drop:.1f} points "
-                f"({stage.none.clean_accuracy:.3f} -> {outcome.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
+                f"({stage.undefended.clean_accuracy:.3f} -> {outcome.clean_accuracy:.3f}). {hints.clean_accuracy_lost}"
             )
         kept_clean = filtered.score.parts["kept_clean"]
         if kept_clean < 0.9:
