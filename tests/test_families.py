@@ -21,7 +21,6 @@ from secureml.families.base import Evaluation, Handover, ModelFamily, RenamedToo
 from secureml.mitigation import TraineeCall, load_module
 from secureml.scenario import ScenarioBase, StrictModel, VictimConfig
 
-
 RECIPE = VictimConfig(arch="mlp", epochs=1, batch_size=32, learning_rate=0.002)
 
 
@@ -170,7 +169,7 @@ def test_a_trainee_file_with_the_old_tool_names_returns_the_same_model_and_is_to
 
 def test_an_unknown_tool_names_what_to_read(tmp_path):
     tools = Tools(_inputs(_handover(tmp_path / "inputs")))
-    with pytest.raises(AttributeError, match="no 'fetaures'.*secureml show"):
+    with pytest.raises(AttributeError, match=r"no 'fetaures'.*secureml show"):
         tools.fetaures  # noqa: B018
 
 
@@ -238,7 +237,7 @@ def test_a_new_family_is_its_own_module_and_one_registry_line(tmp_path, monkeypa
     result = runner.run(scenario, mitigation=fit, ctx=RunContext(cache=Cache(tmp_path / "cache")))
     assert result.evaluation.metrics["mitigated.accuracy"] > 0.3
     assert result.to_json()["details"] == {}
-    with pytest.raises(Exception, match="named 'wrong'.*calls 'fit'"):
+    with pytest.raises(Exception, match=r"named 'wrong'.*calls 'fit'"):
         def wrong(x, y, tools):
             return None
 

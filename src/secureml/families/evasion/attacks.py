@@ -18,7 +18,7 @@ import functools
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,7 @@ class AttackOutcome:
         }
 
     @classmethod
-    def from_arrays(cls, name: str, arrays: dict[str, np.ndarray]) -> AttackOutcome:
+    def from_arrays(cls, name: str, arrays: Mapping[str, np.ndarray]) -> AttackOutcome:
         return cls(
             name,
             arrays[f"{name}/x_adv"],
@@ -100,7 +100,8 @@ class SuiteResult:
 
     def robust_of(self, names) -> np.ndarray:
         """Per image: robust to a part of the suite (e.g. the white-box attacks only)."""
-        return worst_case(self.clean_correct, {name: self.outcomes[name].fooled for name in names if name in self.outcomes})
+        fooled_by = {name: self.outcomes[name].fooled for name in names if name in self.outcomes}
+        return worst_case(self.clean_correct, fooled_by)
 
     def robust_accuracy_of(self, names) -> float:
         """Worst case over a part of the suite (e.g. the white-box attacks only)."""
@@ -147,7 +148,7 @@ class SuiteResult:
         return arrays
 
     @classmethod
-    def from_arrays(cls, x, y, arrays: dict[str, np.ndarray], names) -> SuiteResult:
+    def from_arrays(cls, x, y, arrays: Mapping[str, np.ndarray], names) -> SuiteResult:
         outcomes = {name: AttackOutcome.from_arrays(name, arrays) for name in names}
         return cls(x, y, arrays["clean_correct"].astype(bool), outcomes, float(arrays["disagreement"][0]))
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def gradient_free_beats_white_box(white_box_accuracy: float, gradient_free_accuracy: float, margin: float) -> str | None:
+def gradient_free_beats_white_box(
+    white_box_accuracy: float, gradient_free_accuracy: float, margin: float
+) -> str | None:
     if gradient_free_accuracy < white_box_accuracy - margin:
         return (
             f"gradient-free attack beats the white-box ones: robust accuracy {gradient_free_accuracy:.3f} "
@@ -56,9 +58,10 @@ def accuracy_does_not_fall(
     epsilons: Sequence[float], accuracies: Sequence[float], *, tolerance: float, largest_epsilon_accuracy: float
 ) -> str | None:
     """Robust accuracy must fall as epsilon grows, and be near zero at a very large epsilon."""
+    # Each point with the next: the [1:] copies are one shorter on purpose.
     rises = [
         (small, large)
-        for small, large, before, after in zip(epsilons, epsilons[1:], accuracies, accuracies[1:])
+        for small, large, before, after in zip(epsilons, epsilons[1:], accuracies, accuracies[1:], strict=False)
         if after > before + tolerance
     ]
     if rises:

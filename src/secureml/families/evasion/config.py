@@ -8,7 +8,7 @@ reach the grader's process.
 from __future__ import annotations
 
 import random
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -55,6 +55,10 @@ class CarliniWagnerL2Attack(StrictModel):
     confidence: float = Field(default=0.0, ge=0, le=100)
 
 
+AutoAttackLoss = Literal["ce", "dlr"]
+AUTOATTACK_LOSSES: tuple[AutoAttackLoss, ...] = ("ce", "dlr")
+
+
 class AutoAttackSuite(StrictModel):
     """ART's AutoAttack (Croce & Hein, 2020) running APGD with the chosen losses.
 
@@ -64,7 +68,7 @@ class AutoAttackSuite(StrictModel):
     name: Literal["autoattack"]
     steps: int = Field(gt=0, le=1000, description="APGD iterations per loss")
     restarts: int = Field(ge=1, le=20)
-    losses: list[Literal["ce", "dlr"]] = Field(default_factory=lambda: ["ce", "dlr"], min_length=1)
+    losses: list[AutoAttackLoss] = Field(default_factory=lambda: list(AUTOATTACK_LOSSES), min_length=1)
 
 
 class SquareAttackConfig(StrictModel):
@@ -88,7 +92,7 @@ class HopSkipJumpAttack(StrictModel):
 
 
 EvasionAttack = Annotated[
-    Union[FgsmAttack, PgdAttack, CarliniWagnerL2Attack, AutoAttackSuite, SquareAttackConfig, HopSkipJumpAttack],
+    FgsmAttack | PgdAttack | CarliniWagnerL2Attack | AutoAttackSuite | SquareAttackConfig | HopSkipJumpAttack,
     Field(discriminator="name"),
 ]
 
@@ -104,8 +108,10 @@ class Curve(StrictModel):
     restarts: int = Field(default=1, ge=1, le=10)
 
     @model_validator(mode="after")
-    def _increasing(self) -> "Curve":
-        if any(e <= 0 for e in self.epsilons) or any(b <= a for a, b in zip(self.epsilons, self.epsilons[1:])):
+    def _increasing(self) -> Curve:
+        # Each epsilon with the next: the [1:] copy is one shorter on purpose.
+        pairs = zip(self.epsilons, self.epsilons[1:], strict=False)
+        if any(e <= 0 for e in self.epsilons) or any(b <= a for a, b in pairs):
             raise ValueError(f"epsilons must be positive and increasing, found {self.epsilons}")
         return self
 
@@ -127,7 +133,7 @@ class AttackSuite(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _names_unique_and_a_gradient_free_check(self) -> "AttackSuite":
+    def _names_unique_and_a_gradient_free_check(self) -> AttackSuite:
         names = [attack.name for attack in self.attacks]
         if len(set(names)) != len(names):
             raise ValueError(f"each attack may appear once, found {names}")
@@ -144,7 +150,8 @@ class MaskingChecks(StrictModel):
 
     black_box_margin: float = Field(
         default=0.02, ge=0, le=1,
-        description="flag when the gradient-free attack leaves this much less robust accuracy than all white-box attacks together",
+        description="flag when the gradient-free attack leaves this much less robust accuracy "
+        "than all white-box attacks together",
     )
     gradient_check_samples: int = Field(default=50, gt=0, le=1000)
     zero_gradient_share: float = Field(
@@ -241,9 +248,10 @@ class GaussianNoiseStep(StrictModel):
 
 
 PreprocessStep = Annotated[
-    Union[BitDepthStep, MedianStep, JpegStep, GaussianNoiseStep], Field(discriminator="name")
+    BitDepthStep | MedianStep | JpegStep | GaussianNoiseStep, Field(discriminator="name")
 ]
-STEP_NAMES = ("bit-depth", "median", "jpeg", "gaussian-noise")
+StepName = Literal["bit-depth", "median", "jpeg", "gaussian-noise"]
+STEP_NAMES: tuple[StepName, ...] = ("bit-depth", "median", "jpeg", "gaussian-noise")
 RANDOMISED_STEPS = frozenset({"gaussian-noise"})
 
 
@@ -333,9 +341,7 @@ class EvasionPreprocessScenario(_EvasionScenario):
     """evasion-preprocess: the trainee chooses input transforms placed in front of the victim."""
 
     family: Literal["evasion-preprocess"]
-    menu: list[Literal["bit-depth", "median", "jpeg", "gaussian-noise"]] = Field(
-        default_factory=lambda: list(STEP_NAMES), min_length=1
-    )
+    menu: list[StepName] = Field(default_factory=lambda: list(STEP_NAMES), min_length=1)
     max_steps: int = Field(default=3, ge=1, le=8)
 
     trainee_call: ClassVar[TraineeCall] = TraineeCall(

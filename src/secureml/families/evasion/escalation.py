@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,7 @@ class EscalationResult:
         }
 
     @classmethod
-    def load(cls, arrays: dict[str, np.ndarray], summary: dict[str, Any]) -> EscalationResult:
+    def load(cls, arrays: Mapping[str, np.ndarray], summary: dict[str, Any]) -> EscalationResult:
         outcomes = {name: attacks.AttackOutcome.from_arrays(name, arrays) for name in summary["names"]}
         return cls(
             outcomes, summary["surrogate_curve"], summary["surrogate_zero_gradient_share"], summary["seconds"]

@@ -19,7 +19,7 @@ any model with the same weights, so a warm rerun only runs the trainee's functio
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +92,8 @@ class EvasionStage:
     victim: Any
     x_attack: np.ndarray
     y_attack: np.ndarray
-    undefended: Report | None = None
+    # The victim's report: `prepare` measures it once the rest of the stage exists.
+    undefended: Report = field(init=False)
 
 
 def attacked_indices(test_size: int, evaluation) -> np.ndarray:
@@ -380,7 +381,8 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         }
         for name, outcome in suite.outcomes.items():
             samples[f"{prefix}.robust_accuracy.{name}"] = attacked
-            samples[f"{prefix}.mean_perturbation.{name}"] = Sample.mean(int(outcome.fooled.sum()), f"images {name} fooled")
+            fooled = int(outcome.fooled.sum())
+            samples[f"{prefix}.mean_perturbation.{name}"] = Sample.mean(fooled, f"images {name} fooled")
         for epsilon in stage.scenario.evaluation.curve.epsilons:
             samples[f"{prefix}.pgd_curve@{epsilon:g}"] = attacked
         return samples
@@ -420,7 +422,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         merged = SuiteResult(
             suite.x, suite.y, suite.clean_correct, {**suite.outcomes, **escalation.outcomes}, suite.disagreement
         )
-        curve = [min(a, b) for a, b in zip(mitigated.curve, escalation.surrogate_curve)]
+        curve = [min(a, b) for a, b in zip(mitigated.curve, escalation.surrogate_curve, strict=True)]
         return Report(
             mitigated.clean_accuracy,
             merged,
@@ -439,7 +441,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         for name in suite.outcomes:
             metrics[f"{prefix}.robust_accuracy.{name}"] = suite.attack_robust_accuracy(name)
             metrics[f"{prefix}.mean_perturbation.{name}"] = suite.mean_perturbation(name)
-        for epsilon, accuracy in zip(scenario.evaluation.curve.epsilons, report.curve):
+        for epsilon, accuracy in zip(scenario.evaluation.curve.epsilons, report.curve, strict=True):
             metrics[f"{prefix}.pgd_curve@{epsilon:g}"] = accuracy
         return metrics
 

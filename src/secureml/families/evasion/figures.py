@@ -47,7 +47,7 @@ def draw_examples(
     if not len(shown):
         shown = np.arange(min(count, len(undefended.y)))
     x, y = undefended.x[shown], undefended.y[shown]
-    rows = [("clean", [Cell(image, f"true {class_names[t]}") for image, t in zip(x, y)])]
+    rows = [("clean", [Cell(image, f"true {class_names[t]}") for image, t in zip(x, y, strict=True)])]
     for label, result, predict in (("victim", undefended, predict_undefended), ("yours", mitigated, predict_mitigated)):
         adversarial = result.worst_adversarial()[shown]
         predicted = predict(adversarial)
@@ -56,12 +56,12 @@ def draw_examples(
                 f"attack on\n{label}",
                 [
                     Cell(image, f"-> {class_names[p]}", highlight=bool(p != t))
-                    for image, p, t in zip(adversarial, predicted, y)
+                    for image, p, t in zip(adversarial, predicted, y, strict=True)
                 ],
             )
         )
         cells = []
-        for image, clean in zip(adversarial, x):
+        for image, clean in zip(adversarial, x, strict=True):
             picture, scale = _magnified(image - clean, norm, epsilon)
             size = np.abs(image - clean).max() if norm == "inf" else np.linalg.norm(image - clean)
             # The suite keeps an attack's image only where it fooled the model; elsewhere
@@ -88,7 +88,8 @@ def draw_curve(
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(5.5, 3.8))
-    for (label, accuracies), style in zip(curves.items(), ("o--", "s-", "^-.")):
+    # A style for each of up to three curves: zip stops with the curves.
+    for (label, accuracies), style in zip(curves.items(), ("o--", "s-", "^-."), strict=False):
         axis.plot([0.0, *epsilons], accuracies, style, label=label)
     axis.axvline(threat_epsilon, color="grey", linestyle=":", label=f"scenario epsilon {threat_epsilon:g}")
     axis.set_xlabel(f"epsilon ({'L-inf' if norm == 'inf' else 'L2'})")

@@ -144,7 +144,7 @@ def defended_model(victim, pipeline: PreprocessPipeline, *, seed: int, mode: str
             self._calls = 0
 
         def transform(self, x):
-            for index, (step, preprocessor) in enumerate(zip(self.steps, self.preprocessors)):
+            for index, (step, preprocessor) in enumerate(zip(self.steps, self.preprocessors, strict=True)):
                 if index in self.exact_median:
                     x = self.exact_median[index](x)
                     continue

@@ -218,7 +218,7 @@ class InversionApiScenario(_InversionScenario):
         )
 
     @model_validator(mode="after")
-    def _secret_classes_are_classes(self) -> "InversionApiScenario":
+    def _secret_classes_are_classes(self) -> InversionApiScenario:
         from secureml.datasets import DATASETS
 
         classes = DATASETS[self.dataset.name].num_classes

@@ -26,7 +26,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from secureml import models
 from secureml.cache import content_key
@@ -54,6 +54,7 @@ from secureml.families.inversion.attacks import (
     run_miface,
     train_inversion_net,
 )
+from secureml.families.inversion.config import InversionApiScenario, InversionScenario
 from secureml.families.inversion.leakage import (
     Leakage,
     class_means,
@@ -62,7 +63,6 @@ from secureml.families.inversion.leakage import (
     ssim,
     worst_class,
 )
-from secureml.families.inversion.config import InversionApiScenario, InversionScenario
 from secureml.mitigation import RawResult
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import Score, inversion_api_calibrated, inversion_calibrated
@@ -98,6 +98,12 @@ class Holdout:
     x_evaluator: np.ndarray | None = None
     y_evaluator: np.ndarray | None = None
 
+    def evaluator_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluation classifier's images; only the white-box family's holdout has them."""
+        if self.x_evaluator is None or self.y_evaluator is None:
+            raise ValueError("this holdout has no images for an evaluation classifier (holdout.evaluator)")
+        return self.x_evaluator, self.y_evaluator
+
 
 def closing_hint(score: Score, notes: list[str], flags: list[str], success: str) -> list[str]:
     """The feedback: `notes` as they are, or the success hint alone when the score is high
@@ -113,6 +119,8 @@ def closing_hint(score: Score, notes: list[str], flags: list[str], success: str)
 
 class _InversionFamily:
     """What both inversion families share: the victim, the held-out split, the picture."""
+
+    name: ClassVar[str]  # set by each family (see `Family`)
 
     def _stage_key(self, scenario, split: Split) -> str:
         return content_key(
@@ -191,7 +199,8 @@ class InversionStage:
     starts: MIFaceStarts
     start_verdicts: np.ndarray  # the evaluator's class for each start image
     key: str
-    undefended: Outcome | None = None
+    # The victim's outcome: `prepare` measures it once the rest of the stage exists.
+    undefended: Outcome = field(init=False)
     # Outcomes already computed in this process, by content key (also without a disk cache).
     memo: dict[str, Outcome] = field(default_factory=dict)
 
@@ -204,6 +213,8 @@ class _OptimizerName(str):
     """inversion-01's old `tools.optimizer` was the optimiser's name ("adam"); in every lab it
     now builds the optimiser, `tools.optimizer(model)`. This object is both: calling it is the
     new meaning, comparing it as a name is the old one and says so once."""
+
+    _tools: Tools
 
     def __new__(cls, name: str, tools: Tools) -> _OptimizerName:
         value = super().__new__(cls, name)
@@ -223,10 +234,10 @@ class _OptimizerName(str):
 class InversionTools(Tools):
     """For `train(x, y, tools)`: every lab's tools (`Tools`); tools.new_model() is tools.build()."""
 
-    renamed = {"new_model": "build"}
+    renamed: ClassVar[dict[str, str]] = {"new_model": "build"}
 
     @property
-    def optimizer(self):  # type: ignore[override]
+    def optimizer(self):
         return _OptimizerName(self.optimizer_name, self)
 
 
@@ -242,8 +253,7 @@ class WhiteBoxInversionFamily(ModelFamily[InversionStage], _InversionFamily):
         evaluator = models.train_cached(
             ctx.cache,
             scenario.evaluator,
-            holdout.x_evaluator,
-            holdout.y_evaluator,
+            *holdout.evaluator_set(),
             num_classes=split.num_classes,
             seed=derive_seed(scenario.seed, "evaluator"),
             device=ctx.device,
@@ -534,8 +544,10 @@ class ApiStage:
     test_rows: np.ndarray
     folds: list[Fold]
     pictured: np.ndarray  # test queries drawn in the picture: the first user of each secret class
-    undefended: ApiOutcome | None = None
-    label_only: ApiOutcome | None = None
+    # The full API's and the label-only API's outcomes: `prepare` measures them once the
+    # rest of the stage exists.
+    undefended: ApiOutcome = field(init=False)
+    label_only: ApiOutcome = field(init=False)
     memo: dict[str, ApiOutcome] = field(default_factory=dict)
 
 
@@ -842,7 +854,7 @@ class QueryInversionFamily(Family[ApiStage, "np.ndarray"], _InversionFamily):
                     cell(mitigated, row, "your API"),
                 ],
             )
-            for row, (label, query) in enumerate(zip(stage.scenario.attack.secret_classes, stage.pictured))
+            for row, (label, query) in enumerate(zip(stage.scenario.attack.secret_classes, stage.pictured, strict=True))
         ]
         title = f"{stage.scenario.id}: users' digits drawn from the API's answers, read as {view}"
         return self._draw(rows, title, path)

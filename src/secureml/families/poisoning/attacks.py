@@ -110,7 +110,7 @@ def poison_badnets(
     import numpy as np
 
     rng = generator(seed, "badnets")
-    count = int(round(attack.poison_fraction * len(split.y_train)))
+    count = round(attack.poison_fraction * len(split.y_train))
     candidates = np.flatnonzero(split.y_train != attack.target_class)
     chosen = np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
     # ART wants a one-hot target when broadcasting (ART-FACTS pitfall 4).
@@ -159,10 +159,12 @@ def poison_clean_label(
         num_random_init=0,
     )
     clean_label.attack.set_params(verbose=False)  # ART's PGD defaults to a notebook progress bar
-    with progress.task("crafting clean-label poison (PGD on the proxy)"):
-        # ART draws the poisoned rows with np.random.choice (with replacement).
-        with numpy_global_seed(derive_seed(seed, "clean-label")):
-            x, _ = clean_label.poison(split.x_train, y=one_hot(split.y_train, split.num_classes))
+    # ART draws the poisoned rows with np.random.choice (with replacement).
+    with (
+        progress.task("crafting clean-label poison (PGD on the proxy)"),
+        numpy_global_seed(derive_seed(seed, "clean-label")),
+    ):
+        x, _ = clean_label.poison(split.x_train, y=one_hot(split.y_train, split.num_classes))
     x = np.ascontiguousarray(x, dtype=np.float32)
     mask = np.any(x.reshape(len(x), -1) != split.x_train.reshape(len(x), -1), axis=1)
     return PoisonedSet(x, split.y_train.copy(), mask)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,11 @@ from secureml.scenario import ScenarioBase, StrictModel
 class _Trigger(StrictModel):
     """Where a trigger sits: its box's top-left pixel. Any position where the box fits."""
 
+    if TYPE_CHECKING:
+        # Each trigger class declares its own `kind: Literal[...]`, the union's discriminator.
+        # For the type checker only: a field here would move `kind` in the schema's order.
+        kind: str
+
     row: int = Field(ge=0, description="top edge of the trigger's box, in pixels from the top")
     col: int = Field(ge=0, description="left edge of the trigger's box, in pixels from the left")
 
@@ -23,7 +28,9 @@ class _Trigger(StrictModel):
 
     def describe(self) -> str:
         height, width = self.box()
-        look = ", ".join(f"{name} {value:g}" for name, value in self.model_dump().items() if name in ("pixel_value", "alpha"))
+        look = ", ".join(
+            f"{name} {value:g}" for name, value in self.model_dump().items() if name in ("pixel_value", "alpha")
+        )
         return f"{self.kind} {height}x{width} at row {self.row}, column {self.col} ({look})"
 
 
@@ -84,7 +91,7 @@ class BlendTrigger(_Trigger):
 
 
 Trigger = Annotated[
-    Union[PatternTrigger, PixelTrigger, SquareTrigger, CheckerTrigger, BlendTrigger], Field(discriminator="kind")
+    PatternTrigger | PixelTrigger | SquareTrigger | CheckerTrigger | BlendTrigger, Field(discriminator="kind")
 ]
 
 
@@ -122,6 +129,7 @@ def draw_trigger(rng: random.Random, height: int, width: int, looks) -> dict[str
     """A trigger of a look drawn from `looks`, at a position drawn where that look shows."""
     look = rng.choice(looks)
     small = max(2, round(height / 7))  # 4 on 28x28 images
+    trigger: dict[str, Any]
     if look == "bright-checker":
         trigger, region = {"kind": "checker", "size": small, "pixel_value": 1.0}, "anywhere"
     elif look == "clean-label-checker":
@@ -190,7 +198,7 @@ class CleanLabelAttack(StrictModel):
     proxy_epochs: int = Field(default=3, gt=0, le=50)
 
 
-PoisoningAttack = Annotated[Union[BadNetsAttack, CleanLabelAttack], Field(discriminator="name")]
+PoisoningAttack = Annotated[BadNetsAttack | CleanLabelAttack, Field(discriminator="name")]
 
 
 class PoisoningScoring(StrictModel):
@@ -217,12 +225,14 @@ class PoisoningHints(StrictModel):
     success: str = Field(description="shown when the score is high")
 
 
+Baseline = Literal["activation-defence", "spectral-signature"]
+DEFAULT_BASELINES: tuple[Baseline, ...] = ("activation-defence", "spectral-signature")
+
+
 class PoisoningScenario(ScenarioBase):
     family: Literal["poisoning"]
     attack: PoisoningAttack
-    baselines: list[Literal["activation-defence", "spectral-signature"]] = Field(
-        default_factory=lambda: ["activation-defence", "spectral-signature"]
-    )
+    baselines: list[Baseline] = Field(default_factory=lambda: list(DEFAULT_BASELINES))
     scoring: PoisoningScoring = PoisoningScoring()
     hints: PoisoningHints
 
@@ -245,7 +255,7 @@ class PoisoningScenario(ScenarioBase):
         )
 
     @model_validator(mode="after")
-    def _target_is_a_class_and_the_trigger_fits(self) -> "PoisoningScenario":
+    def _target_is_a_class_and_the_trigger_fits(self) -> PoisoningScenario:
         from secureml.datasets import DATASETS
 
         spec = DATASETS[self.dataset.name]

@@ -29,8 +29,8 @@ from secureml.families.base import (
     handover_of,
     invalid,
 )
-from secureml.families.poisoning.config import PoisoningScenario
 from secureml.families.poisoning.attacks import ATTACKS, PoisonedSet, trigger_change, triggered_test_set
+from secureml.families.poisoning.config import PoisoningScenario
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
@@ -316,7 +316,11 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
                 self._row(filtered.random, None, filtered.kept),
                 f"drops {stage.size - filtered.kept} at random",
             ),
-            Row("perfect filter", self._row(stage.perfect, None, int((~stage.poisoned.poison_mask).sum())), "drops exactly the poison"),
+            Row(
+                "perfect filter",
+                self._row(stage.perfect, None, int((~stage.poisoned.poison_mask).sum())),
+                "drops exactly the poison",
+            ),
             Row("your mitigation", self._row(filtered.outcome, filtered, filtered.kept)),
         ]
         pictures = {}
@@ -467,7 +471,7 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
             predicted = models.predict(model, images)
             return [
                 Cell(image, f"true {names[t]} -> {names[p]}", highlight=bool(p == target and t != target))
-                for image, t, p in zip(images, truth, predicted)
+                for image, t, p in zip(images, truth, predicted, strict=True)
             ]
 
         return image_grid(
