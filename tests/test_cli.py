@@ -35,12 +35,16 @@ def test_fast_commands_import_no_torch_or_art(args):
     assert result.stderr.rsplit("HEAVY=", 1)[1].strip() == "", result.stderr
 
 
-def test_list_shows_id_family_title_difficulty_and_atlas():
+def test_list_shows_id_family_title_difficulty_owasp_and_atlas():
     result = CliRunner().invoke(cli, ["list", "--json"])
     assert result.exit_code == 0
     rows = {row["id"]: row for row in json.loads(result.output)}
     assert rows["poisoning-01"]["family"] == "poisoning"
     assert rows["poisoning-01"]["atlas_technique"] == "AML.T0020"
+    assert (rows["poisoning-01"]["owasp"], rows["poisoning-01"]["owasp_name"]) == ("ML02", "Data Poisoning Attack")
+    table = CliRunner().invoke(cli, ["list"]).output
+    assert "OWASP ML" in table and "ML02" in table and "AML.T0020" in table
+    assert "OWASP ML Top 10: ML02 Data Poisoning Attack" in CliRunner().invoke(cli, ["show", "poisoning-01"]).output
     assert {"title", "difficulty"} <= set(rows["poisoning-01"])
 
 

@@ -226,6 +226,7 @@ def test_a_new_family_is_its_own_module_and_one_registry_line(tmp_path, monkeypa
     scenario = ToyScenario.model_validate({
         "id": "toy-01", "title": "A toy", "family": "toy", "difficulty": "beginner",
         "atlas": {"technique": "AML.T0043", "technique_name": "t", "mitigation": "AML.M0003", "mitigation_name": "m"},
+        "owasp": "ML01",
         "summary": "s", "threat_model": "t", "task": "t", "interface": "i", "seed": 1,
         "dataset": {"name": "digits", "train_size": 600, "test_size": 200},
         "victim": RECIPE.model_dump(), "mitigation": {"starter": "s.py", "solution": "s.py"},

@@ -122,6 +122,18 @@ def test_the_function_is_the_familys_so_a_file_naming_one_is_told_to_drop_it(tmp
     assert "mitigation.function" in message and "delete this line" in message and "did you mean" not in message
 
 
+def test_every_scenario_names_its_owasp_ml_top_10_risk_by_family():
+    expected = {"evasion": "ML01", "poisoning": "ML02", "inversion": "ML03", "membership": "ML04", "extraction": "ML05"}
+    for loaded in scenario.load_all():
+        assert loaded.owasp == expected[loaded.family.split("-")[0]], loaded.id
+
+
+def test_an_unknown_owasp_id_is_refused_with_the_list(tmp_path):
+    path = _variant(tmp_path, lambda d: d.update(owasp="ML11"))
+    message = _message(path)
+    assert "owasp" in message and "ML10" in message
+
+
 def test_atlas_ids_are_checked(tmp_path):
     path = _variant(tmp_path, lambda d: d["atlas"].update(technique="T0020"))
     assert "atlas.technique" in _message(path)

@@ -187,6 +187,7 @@ def show(scenario_id: str, as_json: bool) -> None:
         out = report.console()
         out.print(f"[bold]{loaded.id}[/bold]: {loaded.title}  ({loaded.family}, {loaded.difficulty})")
         out.print(
+            f"OWASP ML Top 10: {loaded.owasp} {loaded.owasp_name}\n"
             f"ATLAS: {loaded.atlas.technique} {loaded.atlas.technique_name}; "
             f"mitigation {loaded.atlas.mitigation} {loaded.atlas.mitigation_name}\n"
         )

@@ -85,15 +85,13 @@ def json_for_terminal(text: str) -> str:
 
 def scenario_table(scenarios: Sequence[ScenarioBase]) -> Table:
     table = Table(title="secureml scenarios", title_justify="left")
-    for header in ("id", "family", "title", "difficulty", "ATLAS technique"):
-        table.add_column(header)
+    # The threat ids only: their names make the table too wide for a terminal (`show` and
+    # `list --json` give them).
+    for header in ("id", "family", "title", "difficulty", "OWASP ML", "ATLAS"):
+        table.add_column(header, no_wrap=header in ("id", "OWASP ML", "ATLAS"))
     for scenario in scenarios:
         table.add_row(
-            scenario.id,
-            scenario.family,
-            scenario.title,
-            scenario.difficulty,
-            f"{scenario.atlas.technique} {scenario.atlas.technique_name}",
+            scenario.id, scenario.family, scenario.title, scenario.difficulty, scenario.owasp, scenario.atlas.technique
         )
     return table
 
@@ -104,6 +102,8 @@ def scenario_summary(scenario: ScenarioBase) -> dict[str, Any]:
         "family": scenario.family,
         "title": scenario.title,
         "difficulty": scenario.difficulty,
+        "owasp": scenario.owasp,
+        "owasp_name": scenario.owasp_name,
         "atlas_technique": scenario.atlas.technique,
         "atlas_technique_name": scenario.atlas.technique_name,
         "atlas_mitigation": scenario.atlas.mitigation,

@@ -38,6 +38,8 @@ class RunResult:
             "scenario": self.scenario.id,
             "family": self.scenario.family,
             "title": self.scenario.title,
+            "owasp": self.scenario.owasp,
+            "atlas_technique": self.scenario.atlas.technique,
             "mitigation": self.mitigation,
             "score": round(evaluation.score.total, 4),
             "score_parts": {name: _round(value) for name, value in evaluation.score.parts.items()},

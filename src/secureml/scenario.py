@@ -47,6 +47,23 @@ class Atlas(StrictModel):
     mitigation_name: str
 
 
+# The OWASP Machine Learning Security Top 10, 2023 edition
+# (owasp.org/www-project-machine-learning-security-top-10). A scenario names its risk by id.
+OWASP_ML_TOP_10 = {
+    "ML01": "Input Manipulation Attack",
+    "ML02": "Data Poisoning Attack",
+    "ML03": "Model Inversion Attack",
+    "ML04": "Membership Inference Attack",
+    "ML05": "Model Theft",
+    "ML06": "AI Supply Chain Attacks",
+    "ML07": "Transfer Learning Attack",
+    "ML08": "Model Skewing",
+    "ML09": "Output Integrity Attack",
+    "ML10": "Model Poisoning",
+}
+OwaspId = Literal["ML01", "ML02", "ML03", "ML04", "ML05", "ML06", "ML07", "ML08", "ML09", "ML10"]
+
+
 class DatasetConfig(StrictModel):
     name: str
     train_size: int = Field(gt=0)
@@ -110,6 +127,7 @@ class ScenarioBase(StrictModel):
     family: str
     difficulty: Literal["beginner", "intermediate", "advanced"]
     atlas: Atlas
+    owasp: OwaspId = Field(description="the risk's id in the OWASP Machine Learning Security Top 10 (2023)")
     summary: str
     threat_model: str
     task: str
@@ -152,6 +170,10 @@ class ScenarioBase(StrictModel):
 
     # The function the trainee writes: declared once, here, by each family's schema.
     trainee_call: typing.ClassVar[TraineeCall]
+
+    @property
+    def owasp_name(self) -> str:
+        return OWASP_ML_TOP_10[self.owasp]
 
     def scoring_formula(self) -> str:
         raise NotImplementedError
