@@ -38,6 +38,11 @@ def load_all() -> list[ScenarioBase]:
     return [load(path) for path in paths.scenario_files()]
 
 
+# libyaml's safe loader when PyYAML was built with it (the wheels are): the same documents,
+# errors and marks, in a fraction of the time (`secureml list` reads every scenario file).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML safely; also return the line of each key path and reject duplicate keys."""
     try:
@@ -47,8 +52,12 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except UnicodeDecodeError as error:
         raise ConfigError("the file is not UTF-8 text", file=str(path)) from error
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        parser = SAFE_LOADER(text)
+        try:
+            node = parser.get_single_node()  # parsed once: the lines come from the node
+            data = parser.construct_document(node) if node is not None else None
+        finally:
+            parser.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
