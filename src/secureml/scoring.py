@@ -20,6 +20,17 @@ class Score:
     capped_by: str = ""
 
 
+# The parts whose product is the score: every method here scores 100 x (what the defence
+# gained or removed) x (what it kept), through `_gained_times_kept`; the others (anchors,
+# raw drops) explain the factors. Gradescope scores each factor as a test of its own.
+# tests/test_scoring.py holds every method to it.
+SCORE_FACTORS = frozenset({
+    "gained", "kept_clean",  # der-calibrated (poisoning)
+    "robust_gained", "clean_kept",  # robust-accuracy-calibrated (evasion)
+    "leakage_removed", "utility_kept", "usefulness",  # inversion-calibrated, inversion-api-calibrated
+})
+
+
 def clip01(value: float) -> float:
     return min(1.0, max(0.0, value))
 

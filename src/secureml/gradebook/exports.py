@@ -38,6 +38,7 @@ from secureml.gradebook.row import (
     trainee_error_view,
 )
 from secureml.roster import ROSTER_COLUMNS, Roster, RosterEntry
+from secureml.scoring import SCORE_FACTORS
 
 
 def _require_one_scenario(rows: Sequence[GradeRow], fmt: str) -> str | None:
@@ -260,14 +261,6 @@ GRADESCOPE_VISIBILITIES = ("hidden", "after_due_date", "after_published", "visib
 # leaderboard entry "desc" (higher is better) unless told otherwise.
 _SMALLER_IS_BETTER_PARTS = frozenset({"ca_drop", "clean_accuracy_drop", "utility_drop"})
 
-# The parts whose product is the score: every method in secureml.scoring scores
-# 100 x (what the defence gained or removed) x (what it kept). tests/test_scoring.py holds
-# each method to it. The others (anchors, raw drops) explain the factors.
-SCORE_FACTORS = frozenset({
-    "gained", "kept_clean",  # der-calibrated (poisoning)
-    "robust_gained", "clean_kept",  # robust-accuracy-calibrated (evasion)
-    "leakage_removed", "utility_kept", "usefulness",  # inversion-calibrated, inversion-api-calibrated
-})
 
 
 def trainee_report(row: GradeRow, *, detailed: bool = True) -> str:
