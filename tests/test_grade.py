@@ -569,6 +569,7 @@ def test_same_submission_graded_twice_gets_the_same_score(poisoning, session_cac
         first = grade_workshop(poisoning, folder, book, settings).graded[0]
         second = grade_workshop(poisoning, folder, book, settings).graded[0]
         assert len(book.rows()) == 1, "a regrade replaces the row of the same submission"
+        assert book.rows()[0].taxonomy == poisoning.taxonomy()  # what every export names
     assert first.status == second.status == "ok", (first.error, second.error)
     assert first.score == second.score >= 95.0
     assert dict(first.metrics) == dict(second.metrics) and dict(first.parts) == dict(second.parts)

@@ -24,6 +24,7 @@ import pytest
 
 from secureml.gradebook import (
     EXPORT_FORMATS,
+    SCHEMA_VERSION,
     STATUSES,
     ExportOptions,
     Gradebook,
@@ -92,6 +93,9 @@ def make_row(
         versions={"secureml": "0.1.0", "torch": "2.14.1", "art": "1.20.1", "python": "3.11.7"},
         picture_png=tiny_png(),
         graded_at=graded_at,
+        taxonomy={"owasp": "ML02", "owasp_name": "Data Poisoning Attack", "atlas_technique": "AML.T0020",
+                  "atlas_technique_name": "Poison Training Data", "atlas_mitigation": "AML.M0007",
+                  "atlas_mitigation_name": "Sanitize Training Data"},
     )
     return replace(row, **changes) if changes else row
 
@@ -349,18 +353,36 @@ def test_the_automatic_variants_seed_is_drawn_once_per_scenario_kept_and_never_e
     assert str(first) not in render_json(rows) + render_csv(rows)
 
 
-def test_a_version_1_gradebook_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with Gradebook.open(path) as book:
-        book.record(make_row())
+def _old_gradebook(path: Path, version: int) -> None:
+    """A gradebook as secureml wrote it at schema `version`, with one row of make_row()."""
+    from secureml.gradebook import store
+
     database = sqlite3.connect(path)
-    database.execute("DROP TABLE variant_seeds")
-    database.execute("PRAGMA user_version = 1")
+    for number in range(1, version + 1):
+        database.executescript(store._MIGRATIONS[number])
+    row = make_row()
+    values = store._row_values(row)
+    columns = [column for column in store._COLUMNS if column != "taxonomy_json"]
+    values = [value for column, value in zip(store._COLUMNS, values, strict=True) if column != "taxonomy_json"]
+    database.execute(f"INSERT INTO grades ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", values)
+    database.execute(f"PRAGMA application_id = {store._APPLICATION_ID}")
+    database.execute(f"PRAGMA user_version = {version}")
     database.commit()
     database.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_gradebook_is_upgraded_and_keeps_its_rows(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.db"
+    _old_gradebook(path, version)
     with Gradebook.open(path) as book:
-        assert len(book.rows()) == 1
+        (row,) = book.rows()
+        assert row.trainee == "alice" and row.score == 87.5
+        assert row.taxonomy == {}  # graded before rows kept the threat's ids: exports leave them blank
         assert book.variant_seed("poisoning-01") >= 0
+        book.record(make_row("bob"))
+        assert {row.trainee: row.taxonomy.get("owasp") for row in book.rows()} == {"alice": None, "bob": "ML02"}
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_opening_a_gradebook_in_a_missing_folder_says_so(tmp_path: Path) -> None:
@@ -380,14 +402,15 @@ def test_csv_export_has_lms_columns_first_then_sorted_parts_and_metrics() -> Non
     text = render_csv(rows)
     table = list(csv.reader(io.StringIO(text)))
     assert table[0] == [
-        "student_id", "score", "max_score", "status", "flags",
+        "student_id", "score", "max_score", "status", "flags", "owasp", "atlas",
         "part:alpha", "part:asr_drop", "part:ca_drop", "part:der", "part:zeta",
         "metric:attack_success_rate", "metric:clean_accuracy", "metric:m",
     ]  # fmt: skip
     by_trainee = {line[0]: line for line in table[1:]}
     assert [line[0] for line in table[1:]] == ["alice", "bob", "carol"]
     assert by_trainee["bob"][:4] == ["bob", "87.5", "100.0", "ok"]
-    assert by_trainee["bob"][5] == "0.25" and by_trainee["bob"][-1] == "-0.5"  # numbers stay numbers
+    assert by_trainee["bob"][5:7] == ["ML02", "AML.T0020"]
+    assert by_trainee["bob"][7] == "0.25" and by_trainee["bob"][-1] == "-0.5"  # numbers stay numbers
     assert by_trainee["alice"][1:4] == ["0.0", "100.0", "timeout"]  # the trainee's own failure: 0
     assert by_trainee["carol"][1:4] == ["", "100.0", "infra-error"]  # the grader's failure: no grade
     text.encode("utf-8")
@@ -497,6 +520,27 @@ class _AssetFinder(html.parser.HTMLParser):
                 self.external.append(f"{tag} {name}={value}")
 
 
+def test_every_export_names_the_threat_by_its_owasp_and_atlas_ids() -> None:
+    rows = [make_row("alice"), make_row("bob", taxonomy={})]  # bob was graded before rows kept them
+    table = list(csv.reader(io.StringIO(render_csv(rows))))
+    assert [line[5:7] for line in table[1:]] == [["ML02", "AML.T0020"], ["", ""]]
+    assert json.loads(render_json(rows))[0]["taxonomy"]["owasp"] == "ML02"
+    results = gradescope_results(rows[0])
+    assert results["extra_data"]["taxonomy"]["atlas_technique"] == "AML.T0020"
+    assert results["tests"][0]["tags"] == ["OWASP ML02", "ATLAS AML.T0020"]
+    assert gradescope_results(rows[1])["tests"][0]["tags"] == []
+    assert "ML02 Data Poisoning Attack" in render_html(rows) and "AML.T0020 Poison Training Data" in render_html(rows)
+
+
+def test_a_graded_row_carries_its_scenarios_ids() -> None:
+    from secureml import scenario
+
+    for loaded in scenario.load_all():
+        taxonomy = loaded.taxonomy()
+        assert taxonomy["owasp"] == loaded.owasp and taxonomy["atlas_technique"] == loaded.atlas.technique
+        assert make_row(taxonomy=taxonomy).taxonomy == taxonomy
+
+
 def test_html_report_is_self_contained_and_escapes_names() -> None:
     hostile = '<script>alert("pwned")</script>'
     rows = [
@@ -564,7 +608,7 @@ def test_latest_per_trainee_breaks_ties_by_order() -> None:
 
 
 def test_an_empty_gradebook_still_exports(tmp_path: Path) -> None:
-    assert render_csv([]) == "student_id,score,max_score,status,flags\r\n"
+    assert render_csv([]) == "student_id,score,max_score,status,flags,owasp,atlas\r\n"
     assert json.loads(render_json([])) == []
     assert "Gradebook: no submissions" in render_html([])
     assert export([], "gradescope", tmp_path / "gradescope") == []

@@ -175,6 +175,18 @@ class ScenarioBase(StrictModel):
     def owasp_name(self) -> str:
         return OWASP_ML_TOP_10[self.owasp]
 
+    def taxonomy(self) -> dict[str, str]:
+        """The scenario's threat in the two catalogues instructors report against: what a
+        gradebook row keeps, so that every export can name it."""
+        return {
+            "owasp": self.owasp,
+            "owasp_name": self.owasp_name,
+            "atlas_technique": self.atlas.technique,
+            "atlas_technique_name": self.atlas.technique_name,
+            "atlas_mitigation": self.atlas.mitigation,
+            "atlas_mitigation_name": self.atlas.mitigation_name,
+        }
+
     def scoring_formula(self) -> str:
         raise NotImplementedError
 

@@ -34,6 +34,7 @@ from secureml.gradebook.row import (
     Status,
     UnknownExportFormatError,
     gradebook_points,
+    graded_at_us,
     latest_per_trainee,
     trainee_error_view,
 )
@@ -70,7 +71,8 @@ def render_csv(rows: Iterable[GradeRow]) -> str:
     """A CSV for LMS gradebook imports, from the newest row of each trainee of one scenario.
 
     Columns: student_id, score, max_score, status, flags (what an instructor should
-    review, "; "-separated, e.g. suspected gradient masking), then `part:<name>` and
+    review, "; "-separated, e.g. suspected gradient masking), owasp and atlas (the
+    threat's OWASP ML Top 10 and MITRE ATLAS technique ids), then `part:<name>` and
     `metric:<name>` columns in sorted order (empty where a row lacks one). The
     score column holds `gradebook_points`: 0 for the trainee's own failures, empty
     for infra-errors. Text cells that a spreadsheet would run as a formula get a
@@ -80,7 +82,7 @@ def render_csv(rows: Iterable[GradeRow]) -> str:
     _require_one_scenario(latest_rows, "csv")
     part_names = sorted({name for row in latest_rows for name in row.parts})
     metric_names = sorted({name for row in latest_rows for name in row.metrics})
-    header = ["student_id", "score", "max_score", "status", "flags"]
+    header = ["student_id", "score", "max_score", "status", "flags", "owasp", "atlas"]
     header += [f"part:{name}" for name in part_names]
     header += [f"metric:{name}" for name in metric_names]
     buffer = io.StringIO()
@@ -94,6 +96,8 @@ def render_csv(rows: Iterable[GradeRow]) -> str:
                 _format_number(row.max_score),
                 _csv_text(row.status),
                 _csv_text("; ".join(row.flags)),
+                row.taxonomy.get("owasp", ""),
+                row.taxonomy.get("atlas_technique", ""),
                 *(_format_number(row.parts.get(name)) for name in part_names),
                 *(_format_number(row.metrics.get(name)) for name in metric_names),
             ]
@@ -290,6 +294,29 @@ def trainee_report(row: GradeRow, *, detailed: bool = True) -> str:
     return "\n".join(lines)
 
 
+def taxonomy_tags(row: GradeRow) -> list[str]:
+    """The threat's catalogue ids as short tags, e.g. ["OWASP ML02", "ATLAS AML.T0020"]."""
+    tags = []
+    if row.taxonomy.get("owasp"):
+        tags.append(f"OWASP {row.taxonomy['owasp']}")
+    if row.taxonomy.get("atlas_technique"):
+        tags.append(f"ATLAS {row.taxonomy['atlas_technique']}")
+    return tags
+
+
+def _taxonomy_line(rows: Sequence[GradeRow]) -> str:
+    """One line naming the threat, from the newest row that knows it ("" if none does)."""
+    known = [row.taxonomy for row in rows if row.taxonomy.get("owasp")]
+    if not known:
+        return ""
+    taxonomy = known[-1]
+    return (
+        f"OWASP Machine Learning Security Top 10: {taxonomy['owasp']} {taxonomy.get('owasp_name', '')}. "
+        f"MITRE ATLAS: {taxonomy.get('atlas_technique', '')} {taxonomy.get('atlas_technique_name', '')}, "
+        f"mitigation {taxonomy.get('atlas_mitigation', '')} {taxonomy.get('atlas_mitigation_name', '')}."
+    )
+
+
 def gradescope_results(row: GradeRow, *, visibility: str = "visible",
                        execution_time_s: float | None = None) -> dict[str, Any]:
     """One trainee's row as a Gradescope autograder `results.json` object.
@@ -328,6 +355,7 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible",
         "output": trainee_report(row),
         "output_format": "text",
         "visibility": visibility,
+        "tags": taxonomy_tags(row),
     }
     factors = sorted(name for name in row.parts if name in SCORE_FACTORS)
     product = " x ".join(["100", *factors])
@@ -359,6 +387,7 @@ def gradescope_results(row: GradeRow, *, visibility: str = "visible",
             "hidden_variant": row.hidden_variant,
             "versions": dict(row.versions),
             "graded_at": row.graded_at,
+            "taxonomy": dict(row.taxonomy),
         },
     }
     if execution_time_s is None:
@@ -530,6 +559,9 @@ def render_html(rows: Iterable[GradeRow]) -> str:
         status_counts[row.status] += 1
 
     body = [f"<h1>{html.escape(title)}</h1>"]
+    taxonomy = _taxonomy_line(sorted(latest_rows, key=graded_at_us))
+    if taxonomy:
+        body.append(f'<p class="taxonomy">{html.escape(taxonomy)}</p>')
     summary = f"{len(latest_rows)} trainees, {len(scores)} scored"
     if scores:
         summary += (

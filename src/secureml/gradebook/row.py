@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
@@ -116,6 +116,9 @@ class GradeRow:
     versions: Mapping[str, str]  # {"secureml": ..., "torch": ..., "art": ..., "python": ...}
     picture_png: bytes | None  # this trainee's picture of the run, PNG bytes
     graded_at: str  # ISO-8601 UTC, e.g. now_utc_iso()
+    # The threat's ids, e.g. {"owasp": "ML02", "atlas_technique": "AML.T0020", ...}
+    # (ScenarioBase.taxonomy); empty for rows graded before gradebooks kept them.
+    taxonomy: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Validate once, here, so a bad row fails where the grader built it, and
@@ -185,6 +188,7 @@ class GradeRow:
                 f"GradeRow.hidden_variant must be True or False, got {self.hidden_variant!r}."
             )
         object.__setattr__(self, "versions", _text_mapping(self.versions, "versions"))
+        object.__setattr__(self, "taxonomy", _text_mapping(self.taxonomy, "taxonomy"))
         object.__setattr__(self, "picture_png", _png_or_none(self.picture_png))
         _graded_at_utc(self.graded_at)
 
@@ -211,6 +215,7 @@ class GradeRow:
             # The picture itself stays in the gradebook and the HTML report.
             "has_picture": self.picture_png is not None,
             "graded_at": self.graded_at,
+            "taxonomy": dict(self.taxonomy),
         }
 
 

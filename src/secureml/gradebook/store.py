@@ -78,14 +78,19 @@ _MIGRATIONS: dict[int, str] = {
             created_at      TEXT    NOT NULL
         );
     """,
+    # The threat's OWASP ML Top 10 and MITRE ATLAS ids (GradeRow.taxonomy), so that exports
+    # can name them. Rows graded before this version keep an empty mapping.
+    3: """
+        ALTER TABLE grades ADD COLUMN taxonomy_json TEXT NOT NULL DEFAULT '{}';
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 _COLUMNS = (
     "scenario_id", "trainee", "submission_sha256", "status", "score", "max_score",
     "parts_json", "metrics_json", "flags_json", "feedback_json", "error", "timings_s_json",
-    "seed", "config_sha256", "hidden_variant", "versions_json", "picture_png", "graded_at",
-    "graded_at_us",
+    "seed", "config_sha256", "hidden_variant", "versions_json", "picture_png", "taxonomy_json",
+    "graded_at", "graded_at_us",
 )  # fmt: skip
 _UPSERT = (
     f"INSERT INTO grades ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
@@ -106,7 +111,7 @@ def _row_values(row: GradeRow) -> tuple[Any, ...]:
         row.max_score, _to_json(row.parts), _to_json(row.metrics), _to_json(list(row.flags)),
         _to_json(list(row.feedback)), row.error, _to_json(row.timings_s), row.seed,
         row.config_sha256, int(row.hidden_variant), _to_json(row.versions), row.picture_png,
-        row.graded_at, graded_at_us(row),
+        _to_json(row.taxonomy), row.graded_at, graded_at_us(row),
     )  # fmt: skip
 
 
@@ -130,6 +135,7 @@ def _row_from_record(record: sqlite3.Row) -> GradeRow:
         versions=json.loads(record["versions_json"]),
         picture_png=record["picture_png"],
         graded_at=record["graded_at"],
+        taxonomy=json.loads(record["taxonomy_json"]),
     )
 
 

@@ -289,6 +289,7 @@ def _row(job: GradeJob, clock: Stopwatch, status: Status, *, error: str = "", sc
         versions=versions(),
         picture_png=picture,
         graded_at=now_utc_iso(),
+        taxonomy=job.scenario.taxonomy(),
     )
 
 
