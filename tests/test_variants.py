@@ -88,7 +88,7 @@ def test_run_refuses_both_seed_and_variant(tmp_path):
     assert "--variant-seed" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_run_variant_auto_runs_a_variant_and_records_its_seed(tmp_path):
+def _tiny_poisoning(tmp_path):
     tiny = tmp_path / "poisoning-01.yaml"
     text = (REPO / "scenarios" / "poisoning-01.yaml").read_text().replace("../labs/", f"{REPO}/labs/")
     text = text.replace("train_size: 4000", "train_size: 1200").replace("test_size: 1000", "test_size: 300")
@@ -96,6 +96,11 @@ def test_run_variant_auto_runs_a_variant_and_records_its_seed(tmp_path):
         "baselines: [activation-defence, spectral-signature]", "baselines: []"
     )
     tiny.write_text(text[: text.index("expected:")])
+    return tiny
+
+
+def test_run_variant_auto_runs_a_variant_and_records_its_seed(tmp_path):
+    tiny = _tiny_poisoning(tmp_path)
     payload = run_json(str(tiny), "--variant", "auto", out=tmp_path / "a")
     public = scenario.load(tiny)
     expected_seed = variants.trainee_variant_seed(public)
@@ -105,6 +110,34 @@ def test_run_variant_auto_runs_a_variant_and_records_its_seed(tmp_path):
     assert chosen["variant"]["variant_seed"] == 11
     assert chosen["config_sha256"] == variants.draw_variant(public, 11).config_sha256()
     assert json.loads((tmp_path / "b" / "results.json").read_text())["variant"]["variant_seed"] == 11
+
+
+def test_run_variant_auto_redraws_a_variant_that_cannot_be_built_as_the_grader_does(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from secureml import runner
+    from secureml.cli import cli
+
+    tiny = _tiny_poisoning(tmp_path)
+    public = scenario.load(tiny)
+    first = variants.draw_variant(public, 11)
+    prepare = runner.prepare_stage
+
+    def refuse_the_first_draw(variant):
+        if variant.config_sha256() == first.config_sha256():
+            raise scenario.ConfigError("the backdoor did not take hold", field="attack")
+
+    def prepare_stage(variant, ctx, watch=None):
+        refuse_the_first_draw(variant)
+        return prepare(variant, ctx, watch)
+
+    monkeypatch.setattr(runner, "prepare_stage", prepare_stage)
+    result = CliRunner().invoke(cli, ["run", str(tiny), "--variant-seed", "11", "--json", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    expected = variants.first_valid_variant(public, 11, refuse_the_first_draw)
+    assert payload["config_sha256"] == expected.config_sha256() != first.config_sha256()
+    assert payload["variant"]["variant_seed"] == 11
 
 
 def test_an_override_that_changes_the_trigger_kind_replaces_the_trigger(tmp_path):

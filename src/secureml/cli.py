@@ -392,12 +392,18 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
             from secureml import variants
 
             variant_seed = variants.trainee_variant_seed(loaded) if variant_seed is None else variant_seed
-            loaded = variants.draw_variant(loaded, variant_seed)
         if seed is not None:
             loaded = loaded.with_seed(seed)
         out_dir = out_dir or Path("out") / loaded.id
         _set_threads(threads)
         ctx = _context(out_dir, data_root, device, no_cache, quiet=as_json)
+        if variant_seed is not None:
+            # As the grader draws it: a variant whose stage cannot be built (e.g. its backdoor
+            # did not take hold) gives way to the next one drawn from the same seed.
+            with ctx.progress:
+                loaded = variants.first_valid_variant(
+                    loaded, variant_seed, lambda variant: runner.prepare_stage(variant, ctx)
+                )
         results = []
         if variant_seed is not None and not as_json:
             report.console().print(

@@ -89,5 +89,5 @@ def first_valid_variant(
         field="variant",
         expected="an automatic variant whose stage can be built",
         found="; ".join(refusals),
-        fix="grade without it (--variant none), or try another --variant-seed",
+        fix="try another --variant-seed, or go without the variant (grade: --variant none)",
     )
