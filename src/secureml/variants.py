@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 SEED_LIMIT = 2**31
 # Variants a grader draws before it gives up when each is refused. A variant is refused
 # like any invalid scenario when, e.g., its backdoor did not take hold: poisoning-02's
-# clean-label attack missed on 7 of its variants 0-7 (victim ASR 0.05-0.21), and each
-# refused draw costs a stage (about 90 s of CPU there), so the grader stops early and says so.
+# clean-label attack, with 7x7 checkerboards, missed on 1 of its variants 0-7 (it missed on
+# 7 of them with 5x5 ones), and each refused draw costs a stage, so the grader stops early
+# and says so.
 DRAWS = 4
 
 

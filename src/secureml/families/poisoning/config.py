@@ -108,7 +108,10 @@ Trigger = Annotated[
 #     poison), 0.91 with 7x7, so dark ones are 7x7; the rest miss digits with no ink there.
 # The clean-label attack is weaker (0.60 with its public 5x5 bright checkerboard in the
 # bottom-right corner; 0.006 with it at row 5, column 11, over the top of the digits), so
-# its variants only move that checkerboard, and only on the background near an edge.
+# its variants only move a checkerboard, and only on the background near an edge. At 5x5
+# there, 7 of variants 0-7 did not take hold (ASR 0.05-0.21); at 7x7 the same 7 targets and
+# places reached ASR 0.25-0.49 (effect over the poison-free model 0.24-0.46) on 6 of them,
+# and 0.11 on the seventh (target 4, bottom-left), so clean-label variants are 7x7.
 #
 # Automatic variants draw only looks the lab's reference finds. Measured on poisoning-01 at
 # full size with its reference (activation clustering + pixel-space label agreement):
@@ -133,7 +136,7 @@ def draw_trigger(rng: random.Random, height: int, width: int, looks) -> dict[str
     if look == "bright-checker":
         trigger, region = {"kind": "checker", "size": small, "pixel_value": 1.0}, "anywhere"
     elif look == "clean-label-checker":
-        trigger, region = {"kind": "checker", "size": max(2, round(height / 5.6)), "pixel_value": 1.0}, "edge"
+        trigger, region = {"kind": "checker", "size": max(2, height // 4), "pixel_value": 1.0}, "edge"
     elif look == "edge-mark":
         kind = rng.choice(["pattern", "checker", "square"])
         trigger = {"kind": kind, "pixel_value": rng.choice([0.5, 1.0])}
