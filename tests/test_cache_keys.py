@@ -108,3 +108,38 @@ def test_reading_the_cpu_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "True"], result.stderr
+
+
+def test_a_victim_trained_at_another_thread_count_is_not_reused_but_the_trainee_still_gets_the_victim(tmp_path):
+    """Float sums run in another order at 1 and at 2 threads, so the victims differ in their
+    last bits: a run at 1 thread must not reuse the 2-thread one and record 1 thread. The
+    trainee's `tools.train` on the deployed victim's own training set still returns that
+    victim, whatever thread count the (sandboxed) child runs at."""
+    import numpy as np
+    import torch
+
+    from secureml import models
+    from secureml.families.base import Handover, Inputs, Tools
+    from secureml.scenario import VictimConfig
+
+    recipe = VictimConfig(arch="mlp", epochs=1, batch_size=32, learning_rate=0.01)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 1, 8, 8), dtype=np.float32), (np.arange(64) % 10).astype(np.int64)
+    before = torch.get_num_threads()
+    try:
+        keys = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            keys[threads] = (models.victim_key(recipe, x, y, num_classes=10, seed=3),
+                             models.recipe_key(recipe, x, y, num_classes=10, seed=3))
+        assert keys[1][0] != keys[2][0], "the cache key carries the thread count"
+        assert keys[1][1] == keys[2][1], "what the run was asked to do does not"
+        torch.set_num_threads(2)
+        victim = models.build("mlp", (1, 8, 8), 10, 3)
+        Handover(victim=victim, victim_config=recipe, num_classes=10, class_names=[str(c) for c in range(10)],
+                 input_shape=(1, 8, 8), seed=3, training_set=(x, y)).write(tmp_path / "inputs")
+        torch.set_num_threads(1)  # the child
+        returned = Tools(Inputs.read(tmp_path / "inputs")).train(x, y)
+        assert all(torch.equal(returned.state_dict()[name], value) for name, value in victim.state_dict().items())
+    finally:
+        torch.set_num_threads(before)

@@ -183,6 +183,8 @@ def train_cached(
 
 
 def victim_key(victim: VictimConfig, x, y, *, num_classes: int, seed: int) -> str:
+    """The cache key of a trained victim: its recipe and data, and the code, versions and
+    thread count that computed it."""
     from secureml.cache import content_key
     from secureml.versions import software_key
 
@@ -190,6 +192,15 @@ def victim_key(victim: VictimConfig, x, y, *, num_classes: int, seed: int) -> st
     return content_key(
         "victim", victim.model_dump(mode="json"), num_classes, seed, software, x, y
     )
+
+
+def recipe_key(victim: VictimConfig, x, y, *, num_classes: int, seed: int) -> str:
+    """What a training run is asked to do (recipe, data, seed), without where it runs: how the
+    trainee's `tools.train` recognises the deployed victim's own training set, whatever
+    thread count the (sandboxed) child runs at."""
+    from secureml.cache import content_key
+
+    return content_key("victim-recipe", victim.model_dump(mode="json"), num_classes, seed, x, y)
 
 
 def model_arrays(model) -> dict[str, np.ndarray]:

@@ -48,8 +48,13 @@ def software_key(*modules: str) -> dict[str, str]:
     results computed by older code (issue 14). Every package of `versions()` is in, not
     only the ones an artefact obviously needs: ART's defences cluster with scikit-learn,
     and numpy rounds in every attack.
+
+    The torch thread count is in too: a victim trained at 1 and at 2 threads differs in its
+    last bits (the order of float sums), so `run --threads 1` after `run --threads 2` must
+    not reuse the 2-thread victim while its results say 1 thread. Only callers that compute
+    with torch ask for a key, so importing torch here costs nothing.
     """
-    return {**versions(), "source": source_hash(*modules)}
+    return {**versions(), "source": source_hash(*modules), "torch_threads": str(thread_count())}
 
 
 # --------------------------------------------------------------------------- source hash

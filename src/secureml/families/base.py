@@ -157,7 +157,7 @@ class Handover:
         if self.training_set is not None:
             x, y = self.training_set
             save_file({"x": x, "y": y}, str(folder / f"{TRAINING_SET}.safetensors"))
-            victim_key = models.victim_key(self.victim_config, x, y, num_classes=self.num_classes, seed=self.seed)
+            victim_key = models.recipe_key(self.victim_config, x, y, num_classes=self.num_classes, seed=self.seed)
         save_file(models.model_arrays(self.victim), str(folder / VICTIM_FILE))
         for name, arrays in self.arrays.items():
             save_file(dict(arrays), str(folder / f"{name}.safetensors"))
@@ -184,7 +184,7 @@ class Inputs:
     input_shape: tuple[int, ...]
     seed: int
     victim_config: VictimConfig
-    # Key of training the victim's recipe on the handed-over training set (None: none handed).
+    # models.recipe_key of the victim's recipe on the handed-over training set (None: none handed).
     victim_key: str | None
     extras: dict[str, Any]
 
@@ -302,7 +302,7 @@ class Tools:
 
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
-        key = models.victim_key(self.recipe, x, y, num_classes=self.num_classes, seed=self.seed)
+        key = models.recipe_key(self.recipe, x, y, num_classes=self.num_classes, seed=self.seed)
         if key == self._inputs.victim_key:
             return self.victim()
         return models.train(self.recipe, x, y, num_classes=self.num_classes, seed=self.seed)
