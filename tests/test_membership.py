@@ -169,3 +169,32 @@ def test_run_membership_on_a_hidden_variant_with_the_reference_solution(tmp_path
     payload = run_json("membership-01", "--variant", "auto", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["variant"]["kind"] == "auto"
     assert payload["score"] >= 70
+
+
+# --------------------------------------------------------------------------- the score
+
+
+def _score(advantage_mitigated: float, accuracy_mitigated: float, advantage_none: float = 0.2):
+    from secureml.scoring import membership_calibrated
+
+    return membership_calibrated(
+        advantage_none=advantage_none,
+        advantage_mitigated=advantage_mitigated,
+        advantage_floor=0.04,
+        accuracy_none=0.90,
+        accuracy_mitigated=accuracy_mitigated,
+        max_accuracy_drop=0.05,
+    )
+
+
+def test_the_score_runs_from_the_victims_advantage_to_the_noise_floor_times_accuracy_kept():
+    assert _score(0.2, 0.90).total == 0.0
+    assert _score(0.04, 0.90).total == 100.0
+    assert _score(0.12, 0.95).total == pytest.approx(50.0), "accuracy gained earns nothing extra"
+    assert _score(0.04, 0.875).total == pytest.approx(50.0)
+
+
+def test_a_model_that_is_just_worse_scores_zero_and_the_reason_is_given():
+    useless = _score(0.0, 0.10)
+    assert useless.total == 0.0 and "test accuracy fell 80.0 points" in useless.capped_by
+    assert _score(0.1, 0.9, advantage_none=0.03).capped_by.startswith("the attacks found no more")
