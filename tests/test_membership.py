@@ -62,7 +62,7 @@ def test_the_attacks_tell_the_victims_members_apart_well_above_the_noise_floor(m
 
 def test_the_reference_solution_hides_the_members_and_scores_at_least_80(membership):
     evaluation = _run(membership, LAB / "solution.py")
-    # Measured 93.0: advantage 0.214 -> 0.051, test accuracy 0.899 -> 0.936.
+    # Measured 100: advantage 0.214 -> 0.034 (floor 0.039), test accuracy 0.899 -> 0.917.
     assert evaluation.score.total >= 80
     assert evaluation.metrics["mitigated.accuracy"] >= evaluation.metrics["victim.accuracy"]
 
@@ -165,7 +165,7 @@ def test_run_membership_with_the_reference_solution_through_the_cli(tmp_path):
 
 @pytest.mark.slow
 def test_run_membership_on_a_hidden_variant_with_the_reference_solution(tmp_path):
-    # Measured 85.8 on the trainee's variant (seed 232864290).
+    # Measured 87.8 on the trainee's variant (seed 232864290).
     payload = run_json("membership-01", "--variant", "auto", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["variant"]["kind"] == "auto"
     assert payload["score"] >= 70
