@@ -52,7 +52,7 @@ def _run(loaded, mitigation=None):
 def test_the_attacks_tell_the_victims_members_apart_well_above_the_noise_floor(membership):
     evaluation = _run(membership)
     metrics = evaluation.metrics
-    # Measured: victim 0.214 (loss threshold), floor 0.039, victim test accuracy 0.899.
+    # Measured: victim 0.214 (loss threshold), floor 0.048, victim test accuracy 0.899.
     assert metrics["victim.advantage"] >= metrics["floor.advantage"] + 0.1
     assert metrics["floor.advantage"] < 0.08
     assert metrics["victim.auc"] > 0.55
@@ -62,7 +62,7 @@ def test_the_attacks_tell_the_victims_members_apart_well_above_the_noise_floor(m
 
 def test_the_reference_solution_hides_the_members_and_scores_at_least_80(membership):
     evaluation = _run(membership, LAB / "solution.py")
-    # Measured 100: advantage 0.214 -> 0.034 (floor 0.039), test accuracy 0.899 -> 0.917.
+    # Measured 100: advantage 0.214 -> 0.034 (floor 0.048), test accuracy 0.899 -> 0.917.
     assert evaluation.score.total >= 80
     assert evaluation.metrics["mitigated.accuracy"] >= evaluation.metrics["victim.accuracy"]
 
@@ -80,6 +80,7 @@ def test_the_starter_runs_and_scores_low_with_feedback(membership):
         "membership_constant.py",  # one output for every record: nothing leaks, nothing is useful
         "membership_untrained.py",  # never saw a member
         "membership_cooled_logits.py",  # the victim with logits / 1000: scored 68 at temperature 1
+        "membership_shuffled_labels.py",  # memorises the members, learns no digits
     ],
 )
 def test_a_gaming_submission_scores_at_most_10(membership, gaming):
@@ -133,6 +134,11 @@ def test_roc_reads_advantage_auc_and_tpr_at_low_fpr_from_scores():
     assert half.advantage == 0.5 and half.tpr_at(0.01) == 0.5 and half.auc == pytest.approx(0.5)
 
 
+def test_members_that_score_lower_than_strangers_give_themselves_away_as_well():
+    reversed_scores = roc(np.arange(0, 100.0), np.arange(100, 200.0))
+    assert reversed_scores.advantage == 1.0 and reversed_scores.auc == 0.0
+
+
 def test_the_attackers_temperature_undoes_any_rescaling_of_the_logits():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(500, 10)) * 3
@@ -150,8 +156,9 @@ def test_the_noise_floor_is_what_random_partitions_of_non_members_give():
     scores = {"a": rng.normal(size=2000), "b": rng.normal(size=2000)}
     floor = null_advantage(scores, 1000, np.random.default_rng(1), 32)
     # Two independent attacks on 1000 + 1000 records that no one trained on: the max over
-    # thresholds of TPR - FPR is about 0.87 * sqrt(2 / 1000) = 0.039 each (Kolmogorov-Smirnov).
-    assert 0.03 < floor < 0.07
+    # thresholds of |TPR - FPR| is about 0.87 * sqrt(2 / 1000) = 0.039 each (Kolmogorov-Smirnov);
+    # the larger of two, a little more.
+    assert 0.035 < floor < 0.07
 
 
 # --------------------------------------------------------------------------- end to end, CLI
@@ -165,7 +172,7 @@ def test_run_membership_with_the_reference_solution_through_the_cli(tmp_path):
 
 @pytest.mark.slow
 def test_run_membership_on_a_hidden_variant_with_the_reference_solution(tmp_path):
-    # Measured 87.8 on the trainee's variant (seed 232864290).
+    # Measured 91.3 on the trainee's variant (seed 232864290).
     payload = run_json("membership-01", "--variant", "auto", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["variant"]["kind"] == "auto"
     assert payload["score"] >= 70

@@ -14,9 +14,10 @@ the generalisation gap). This defence closes the gap without noise:
   regularisation (Shokri et al., S&P 2017, section on mitigations).
 
 Measured on membership-01 at 1 thread (seeds 1234, 1235, 1236): worst-case advantage
-0.034 / 0.042 / 0.041 (victim 0.214 / 0.217 / 0.248, noise floor 0.039 / 0.035 / 0.032),
-test accuracy 0.917 / 0.913 / 0.933 (victim 0.899 / 0.912 / 0.883): scores 100 / 96 / 96.
-Shifts of up to 2 pixels alone, one per batch: 93 / 74 / 69.
+0.034 / 0.042 / 0.041 (victim 0.214 / 0.217 / 0.248, noise floor 0.048 / 0.049 / 0.048),
+test accuracy 0.917 / 0.913 / 0.933 (victim 0.899 / 0.912 / 0.883): scores 100 / 100 / 100;
+91 on the trainee's variant. Shifts of up to 2 pixels alone, one per batch, scored
+93 / 74 / 69 (with a one-sided advantage and a floor about 0.01 lower).
 
 What it does not give: a guarantee. DP-SGD (Abadi et al., CCS 2016; Opacus) bounds what
 any attack can learn about one record; augmentation only defeats the attacks measured

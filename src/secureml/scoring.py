@@ -280,7 +280,7 @@ def inversion_api_calibrated(
 # --------------------------------------------------------------------------- membership
 
 MEMBERSHIP_FORMULA = (
-    "ADV = membership advantage: max over thresholds of TPR - FPR on members and non-members\n"
+    "ADV = membership advantage: max over thresholds of |TPR - FPR| on members and non-members\n"
     "      you never see, for the attack of the suite that finds the most\n"
     "leakage_removed = clip((ADV_none - ADV_mit) / (ADV_none - ADV_floor), 0, 1)\n"
     "utility_kept    = clip(1 - max(0, ACC_none - ACC_mit) / {max_accuracy_drop:g}, 0, 1)\n"
@@ -303,7 +303,7 @@ def membership_calibrated(
     """Score a membership-inference defence: the share of the advantage above the noise floor
     it removed, times the test accuracy it kept.
 
-    The advantage (Yeom et al., CSF 2018: TPR - FPR) is a worst case over attacks and
+    The advantage (Yeom et al., CSF 2018: TPR - FPR, here in either direction) is a worst case over attacks and
     thresholds, so it is positive even for a model that leaks nothing; the floor is that
     same worst case against a model to which neither group belongs.
     """

@@ -245,8 +245,11 @@ class Roc:
 
     @property
     def advantage(self) -> float:
-        """max over thresholds of TPR - FPR (Yeom et al. 2018's membership advantage)."""
-        return float(np.max(self.tpr - self.fpr))
+        """max over thresholds of |TPR - FPR| (Yeom et al. 2018's membership advantage, in
+        either direction: a model whose members score *lower* than strangers, say one made
+        unsure of its exact training images, gives them away just as well; reading the
+        scores the other way round turns FPR - TPR into TPR - FPR)."""
+        return float(np.max(np.abs(self.tpr - self.fpr)))
 
     def tpr_at(self, fpr: float) -> float:
         """The highest TPR at an FPR of at most `fpr` (Carlini et al., S&P 2022)."""
