@@ -320,37 +320,42 @@ class MembershipFamily(ModelFamily[MembershipStage]):
 
     @staticmethod
     def _picture(stage: MembershipStage, mitigated: Outcome, path: Path) -> Path:
-        """ROC curves of the worst attack, victim and mitigated, on log-log axes (Carlini et
-        al. 2022: what matters is the TPR at a low FPR)."""
+        """ROC curves of the worst attack (victim, mitigated, floor): linear axes, where the
+        advantage is the widest vertical gap to the diagonal, and log-log axes, where the
+        TPR at a low FPR shows (Carlini et al. 2022)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         nonmembers = len(stage.pools.y_eval) - stage.pools.members
-        lowest = 0.5 / nonmembers  # one false positive in two runs: where the curve can start
-        figure, axis = plt.subplots(figsize=(5.0, 4.2))
-        for label, outcome, style in (
+        lowest = 0.5 / nonmembers  # below one false positive: where the log axes start
+        figure, axes = plt.subplots(1, 2, figsize=(9.5, 4.4))
+        curves = [
             ("no mitigation", stage.undefended, "-"),
             ("your mitigation", mitigated, "-"),
-            ("floor (other records)", stage.floor, ":"),
-        ):
-            curve = outcome.rocs[outcome.worst]
-            axis.plot(
-                curve.fpr.clip(lowest), curve.tpr.clip(lowest), style,
-                label=f"{label}: {ATTACKS[outcome.worst].title}, AUC {curve.auc:.2f}",
-            )  # fmt: skip
-        axis.plot([lowest, 1], [lowest, 1], color="grey", linewidth=0.8, linestyle="--", label="chance")
-        axis.axvline(stage.scenario.attack.low_fpr, color="grey", linewidth=0.8, linestyle=":")
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.set_xlim(lowest, 1)
-        axis.set_ylim(lowest, 1)
-        axis.set_xlabel(f"false positive rate ({nonmembers} non-members)")
-        axis.set_ylabel("true positive rate (members)")
-        axis.set_title(f"{stage.scenario.id}: membership inference, worst attack", fontsize=10)
-        axis.grid(alpha=0.3, which="both")
-        axis.legend(fontsize=7, loc="lower right")
+            ("floor model (this partition)", stage.floor, ":"),
+        ]
+        for axis, log in zip(axes, (False, True), strict=True):
+            low = lowest if log else 0.0
+            for label, outcome, style in curves:
+                curve = outcome.rocs[outcome.worst]
+                axis.plot(
+                    curve.fpr.clip(low), curve.tpr.clip(low), style,
+                    label=f"{label}: {ATTACKS[outcome.worst].title}, adv {curve.advantage:.3f}",
+                )  # fmt: skip
+            axis.plot([low, 1], [low, 1], color="grey", linewidth=0.8, linestyle="--", label="chance")
+            if log:
+                axis.axvline(stage.scenario.attack.low_fpr, color="grey", linewidth=0.8, linestyle=":")
+                axis.set_xscale("log")
+                axis.set_yscale("log")
+            axis.set_xlim(low, 1)
+            axis.set_ylim(low, 1)
+            axis.set_xlabel(f"false positive rate ({nonmembers} non-members)")
+            axis.set_ylabel("true positive rate (members)")
+            axis.grid(alpha=0.3, which="both")
+        axes[0].legend(fontsize=7, loc="lower right")
+        figure.suptitle(f"{stage.scenario.id}: membership inference, ROC of the worst attack", fontsize=10)
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
