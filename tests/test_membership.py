@@ -89,7 +89,8 @@ def test_a_gaming_submission_scores_at_most_10(membership, gaming):
 
 def test_a_model_whose_finite_weights_overflow_its_outputs_is_an_invalid_result(membership, tmp_path):
     path = tmp_path / "diverged.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         import torch
 
         def train(x, y, tools):
@@ -97,7 +98,8 @@ def test_a_model_whose_finite_weights_overflow_its_outputs_is_an_invalid_result(
             with torch.no_grad():
                 model.head.weight.fill_(3e38)  # finite, but 128 such terms overflow float32
             return model
-    """))
+    """)
+    )
     with pytest.raises(MitigationError, match="not finite") as raised:
         _run(membership, path)
     assert raised.value.status == "invalid-result"
@@ -205,3 +207,10 @@ def test_a_model_that_is_just_worse_scores_zero_and_the_reason_is_given():
     useless = _score(0.0, 0.10)
     assert useless.total == 0.0 and "test accuracy fell 80.0 points" in useless.capped_by
     assert _score(0.1, 0.9, advantage_none=0.03).capped_by.startswith("the attacks found no more")
+
+
+def test_the_schema_knows_every_attack_of_the_registry_and_no_other():
+    from secureml.families.membership.attacks import ATTACKS
+    from secureml.families.membership.config import ATTACK_NAMES
+
+    assert tuple(ATTACKS) == ATTACK_NAMES

@@ -89,7 +89,23 @@ class Shadow:
         return inverse_temperature(models.logits(model, x), y)
 
 
-class LossAttack:
+class Attack:
+    """One attack of the suite: settings from the scenario and what the attacker holds in
+    `__init__`, the attack in `scores` (higher: more likely a member)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+
+    def __init__(self, config: MembershipAttacks, shadow: Shadow, seed: int) -> None:
+        self.config = config
+        self.shadow = shadow
+        self.seed = seed
+
+    def scores(self, model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LossAttack(Attack):
     """Loss threshold (Yeom, Giacomelli, Fredrikson and Jha, CSF 2018): members have a
     lower loss. Score: the log-probability of the true class (minus the cross-entropy), at
     the attacker's own temperature (`inverse_temperature`)."""
@@ -97,15 +113,11 @@ class LossAttack:
     name: ClassVar[str] = "loss"
     title: ClassVar[str] = "loss threshold"
 
-    def __init__(self, config: MembershipAttacks, shadow: Shadow) -> None:
-        del config
-        self.shadow = shadow
-
     def scores(self, model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return log_probabilities(model, x, self.shadow.factor(model))[np.arange(len(y)), y]
 
 
-class AugmentedLossAttack:
+class AugmentedLossAttack(Attack):
     """Augmentation-aware loss (Choquette-Choo, Tramer, Carlini and Papernot, ICML 2021,
     "Label-only membership inference attacks", their data-augmentation attack): the mean
     log-probability of the true class over every shift of up to `shift_pixels` pixels. A
@@ -115,12 +127,9 @@ class AugmentedLossAttack:
     name: ClassVar[str] = "augmented-loss"
     title: ClassVar[str] = "loss over shifts"
 
-    def __init__(self, config: MembershipAttacks, shadow: Shadow) -> None:
-        self.shadow = shadow
-        self.shift_pixels = config.shift_pixels
-
     def scores(self, model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        rows, reach = np.arange(len(y)), range(-self.shift_pixels, self.shift_pixels + 1)
+        pixels = self.config.shift_pixels
+        rows, reach = np.arange(len(y)), range(-pixels, pixels + 1)
         factor, total = self.shadow.factor(model), np.zeros(len(y))
         for dy in reach:
             for dx in reach:
@@ -141,7 +150,7 @@ def _art_classifier(model, x: np.ndarray, num_classes: int):
     )
 
 
-class BlackBoxAttack:
+class BlackBoxAttack(Attack):
     """ART's MembershipInferenceBlackBox (Shokri, Stronati, Song and Shmatikov, S&P 2017):
     an attack model on (probabilities, label), fitted on the attacker's shadow model, its
     own members against its own non-members, then asked about the target's outputs.
@@ -155,10 +164,8 @@ class BlackBoxAttack:
     name: ClassVar[str] = "black-box"
     title: ClassVar[str] = "ART black-box (shadow model)"
 
-    def __init__(self, config: MembershipAttacks, shadow: Shadow, *, seed: int = 0) -> None:
-        self.attack_model = config.attack_model
-        self.shadow = shadow
-        self.seed = seed
+    def __init__(self, config: MembershipAttacks, shadow: Shadow, seed: int) -> None:
+        super().__init__(config, shadow, seed)
         self._fitted: Any = None
 
     def _attack(self, num_classes: int):
@@ -170,7 +177,7 @@ class BlackBoxAttack:
             shadow = self.shadow
             factor = inverse_temperature(models.logits(shadow.model, shadow.x_out), shadow.y_out)
             attack = MembershipInferenceBlackBox(
-                _art_classifier(shadow.model, shadow.x_in, num_classes), attack_model_type=self.attack_model
+                _art_classifier(shadow.model, shadow.x_in, num_classes), attack_model_type=self.config.attack_model
             )
             # The random forest draws from numpy's global state (random_state=None); the
             # nn attack model from torch's, which `numpy_global_seed` leaves alone: seed both.
@@ -195,16 +202,13 @@ class BlackBoxAttack:
         return np.asarray(inferred, dtype=np.float64).reshape(-1)
 
 
-class LabelOnlyAttack:
+class LabelOnlyAttack(Attack):
     """ART's LabelOnlyGapAttack (Yeom et al. 2018's gap attack; Choquette-Choo et al. 2021's
     baseline): a record is a member when the model classifies it correctly. It sees only
     labels, so no rescaling or rounding of the outputs hides the train-test gap from it."""
 
     name: ClassVar[str] = "label-only"
     title: ClassVar[str] = "ART label-only gap"
-
-    def __init__(self, config: MembershipAttacks, shadow: Shadow) -> None:
-        del config, shadow
 
     def scores(self, model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         from art.attacks.inference.membership_inference import LabelOnlyGapAttack
@@ -214,18 +218,14 @@ class LabelOnlyAttack:
         return np.asarray(attack.infer(x, _one_hot(y, num_classes)), dtype=np.float64).reshape(-1)
 
 
-ATTACKS: dict[str, type] = {
+ATTACKS: dict[str, type[Attack]] = {
     attack.name: attack for attack in (LossAttack, AugmentedLossAttack, BlackBoxAttack, LabelOnlyAttack)
 }
 
 
-def build_suite(config: MembershipAttacks, shadow: Shadow, seed: int) -> dict[str, Any]:
+def build_suite(config: MembershipAttacks, shadow: Shadow, seed: int) -> dict[str, Attack]:
     """The scenario's attacks, by name, ready to score any model."""
-    suite = {}
-    for name in config.suite:
-        kind = ATTACKS[name]
-        suite[name] = kind(config, shadow, seed=seed) if kind is BlackBoxAttack else kind(config, shadow)
-    return suite
+    return {name: ATTACKS[name](config, shadow, seed) for name in config.suite}
 
 
 def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

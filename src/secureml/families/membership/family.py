@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from secureml import models
 from secureml.cache import content_key
 from secureml.families.base import (
-    Artefact,
     Evaluation,
     Family,
     Handover,
@@ -103,8 +102,8 @@ class Outcome:
         }
 
     def row(self, low_fpr: float) -> dict[str, float]:
-        metrics = self.metrics("", low_fpr)
-        return {name: metrics[f".{name}"] for name in ("accuracy", "advantage", "auc", "tpr_low_fpr")}
+        metrics = self.metrics("row", low_fpr)
+        return {name: metrics[f"row.{name}"] for name in ("accuracy", "advantage", "auc", "tpr_low_fpr")}
 
 
 @dataclass
@@ -289,10 +288,12 @@ class MembershipFamily(ModelFamily[MembershipStage]):
             },
             details={
                 "scoring": scenario.scoring.model_dump(),
-                "evaluation_records": {"members": stage.pools.members,
-                                       "nonmembers": len(stage.pools.y_eval) - stage.pools.members},
+                "evaluation_records": {
+                    "members": stage.pools.members,
+                    "nonmembers": len(stage.pools.y_eval) - stage.pools.members,
+                },
                 "worst_attack": {"victim": undefended.worst, "floor": floor.worst, "mitigated": mitigated.worst},
-            },  # fmt: skip
+            },
         )
 
     @staticmethod
@@ -301,7 +302,8 @@ class MembershipFamily(ModelFamily[MembershipStage]):
         hints = stage.scenario.hints
         undefended = stage.undefended
         notes: list[str] = []
-        if abs(mitigated.advantage - undefended.advantage) < 1e-9 and abs(mitigated.accuracy - undefended.accuracy) < 1e-9:
+        unchanged = abs(mitigated.advantage - undefended.advantage) < 1e-9
+        if unchanged and abs(mitigated.accuracy - undefended.accuracy) < 1e-9:
             notes.append(f"Your model leaks exactly as much as the victim. {hints.unchanged}")
         elif score.parts["leakage_removed"] < 0.7:
             notes.append(
