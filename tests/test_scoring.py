@@ -218,7 +218,7 @@ def test_api_score_never_rewards_more_leakage_or_a_worse_log_loss():
 
 
 def test_every_method_scores_100_times_the_product_of_its_factors_which_gradescope_shows():
-    from secureml.scoring import SCORE_FACTORS, robust_accuracy_calibrated
+    from secureml.scoring import SCORE_FACTORS, membership_calibrated, robust_accuracy_calibrated
 
     scores = [
         score(asr_mitigated=0.2, ca_mitigated=0.93, clean_dropped=0.05),
@@ -226,6 +226,8 @@ def test_every_method_scores_100_times_the_product_of_its_factors_which_gradesco
                                    target_robust_accuracy=0.9, max_clean_accuracy_drop=0.1),
         inversion_calibrated(**WHITE_BOX, attack_accuracy_mitigated=0.4, utility_mitigated=0.88),
         api_score(identification=0.6, accuracy=0.93, log_loss=0.3),
+        membership_calibrated(advantage_none=0.2, advantage_mitigated=0.08, advantage_floor=0.04,
+                              accuracy_none=0.9, accuracy_mitigated=0.88, max_accuracy_drop=0.05),
     ]
     for result in scores:
         factors = [value for name, value in result.parts.items() if name in SCORE_FACTORS]

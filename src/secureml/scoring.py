@@ -28,6 +28,7 @@ SCORE_FACTORS = frozenset({
     "gained", "kept_clean",  # der-calibrated (poisoning)
     "robust_gained", "clean_kept",  # robust-accuracy-calibrated (evasion)
     "leakage_removed", "utility_kept", "usefulness",  # inversion-calibrated, inversion-api-calibrated
+    # advantage-calibrated (membership) scores leakage_removed x utility_kept as well.
 })
 
 
@@ -271,6 +272,61 @@ def inversion_api_calibrated(
         headroom=max((headrooms[view] for view in removed), default=0.0),
         no_headroom="the full API let the attacker identify users no better than labels alone",
         lost="accuracy",
+        drop=accuracy_drop,
+        max_drop=max_accuracy_drop,
+    )
+
+
+# --------------------------------------------------------------------------- membership
+
+MEMBERSHIP_FORMULA = (
+    "ADV = membership advantage: max over thresholds of |TPR - FPR| on members and non-members\n"
+    "      you never see, for the attack of the suite that finds the most\n"
+    "leakage_removed = clip((ADV_none - ADV_mit) / (ADV_none - ADV_floor), 0, 1)\n"
+    "utility_kept    = clip(1 - max(0, ACC_none - ACC_mit) / {max_accuracy_drop:g}, 0, 1)\n"
+    "score = 100 * leakage_removed * utility_kept\n"
+    "where 'none' is the undefended victim, 'floor' the same attacks against a model trained on\n"
+    "other records (to it both groups are non-members: what they find there is noise), ACC the\n"
+    "test accuracy; losing {max_accuracy_drop_points:g} points of accuracy scores 0"
+)
+
+
+def membership_calibrated(
+    *,
+    advantage_none: float,
+    advantage_mitigated: float,
+    advantage_floor: float,
+    accuracy_none: float,
+    accuracy_mitigated: float,
+    max_accuracy_drop: float,
+) -> Score:
+    """Score a membership-inference defence: the share of the advantage above the noise floor
+    it removed, times the test accuracy it kept.
+
+    The advantage (Yeom et al., CSF 2018: TPR - FPR, here in either direction) is a worst case over attacks and
+    thresholds, so it is positive even for a model that leaks nothing; the floor is that
+    same worst case against a model to which neither group belongs.
+    """
+    headroom = advantage_none - advantage_floor
+    accuracy_drop = accuracy_none - accuracy_mitigated
+    leakage_removed = _share_removed(advantage_none, advantage_mitigated, headroom)
+    utility_kept = _share_kept(accuracy_drop, max_accuracy_drop)
+    parts = {
+        "leakage_removed": leakage_removed,
+        "utility_kept": utility_kept,
+        "advantage_drop": advantage_none - advantage_mitigated,
+        "accuracy_drop": accuracy_drop,
+    }
+    _require_finite({"advantage_floor": advantage_floor, "accuracy_none": accuracy_none})
+    return _gained_times_kept(
+        "advantage-calibrated",
+        parts,
+        gained=leakage_removed,
+        kept=utility_kept,
+        headroom=headroom,
+        # The victim leaks no more than a model that never saw either group: nothing to defend.
+        no_headroom="the attacks found no more membership in the victim than the noise floor",
+        lost="test accuracy",
         drop=accuracy_drop,
         max_drop=max_accuracy_drop,
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario
 from secureml.families.inversion.config import InversionApiScenario, InversionScenario
+from secureml.families.membership.config import MembershipScenario
 from secureml.families.poisoning.config import PoisoningScenario
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ FAMILIES: dict[str, FamilySpec] = {
     "evasion-preprocess": FamilySpec(
         "evasion-preprocess", EvasionPreprocessScenario, "secureml.families.evasion.family:PREPROCESS_FAMILY"
     ),
+    "membership": FamilySpec("membership", MembershipScenario, "secureml.families.membership.family:FAMILY"),
 }
 
 
