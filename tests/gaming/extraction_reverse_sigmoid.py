@@ -16,7 +16,9 @@ PERTURBATION = ReverseSigmoid(beta=1.0, gamma=0.1)
 
 def protect(model, tools):
     def api(x):
-        perturbed = PERTURBATION(tools.probabilities(model, x))
+        # ART takes the log of p / (1 - p): a probability of exactly 1 divides by zero.
+        with np.errstate(divide="ignore"):
+            perturbed = PERTURBATION(tools.probabilities(model, x))
         return np.clip(perturbed, 0.0, 1.0).astype(np.float32)
 
     return api

@@ -48,7 +48,8 @@ class CopycatAttack(StrictModel):
     curve: list[float] = Field(
         default_factory=lambda: [0.25, 0.5],
         max_length=8,
-        description="shares of the budget the picture also trains copies on (the full budget is always drawn)",
+        description="shares of the budget (its first queries) the attacker also trains copies on; with "
+        "the whole budget and every reading, its most faithful copy counts",
     )
 
     @field_validator("readings")

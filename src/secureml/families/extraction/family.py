@@ -84,28 +84,38 @@ class ApiOutcome:
 
     accuracy: float  # of the argmax on honest users' queries
     log_loss: float  # of the client's reading of the outputs on those queries
-    copies: dict[str, Copy]  # per reading of the answers, the copy trained on the whole budget
+    # Per reading of the answers, per number of queries used (the first ones of the
+    # budget): the copy trained on them. The attacker keeps its most faithful copy.
+    copies: dict[str, dict[int, Copy]]
+
+    def best(self, reading: str) -> tuple[int, Copy]:
+        """The most faithful copy of one reading, and the queries it used."""
+        return max(self.copies[reading].items(), key=lambda item: item[1].fidelity)
 
     @property
-    def worst(self) -> Copy:
-        """The most faithful copy (the attacker keeps the best one it made)."""
-        return max(self.copies.values(), key=lambda copy: copy.fidelity)
+    def worst(self) -> tuple[int, Copy]:
+        """The most faithful copy of all (the attacker keeps the best one it made)."""
+        return max((self.best(reading) for reading in self.copies), key=lambda item: item[1].fidelity)
 
     def fidelity_by_reading(self) -> dict[str, float]:
-        return {reading: copy.fidelity for reading, copy in self.copies.items()}
+        return {reading: self.best(reading)[1].fidelity for reading in self.copies}
 
     def metrics(self, prefix: str) -> dict[str, float]:
+        queries, copy = self.worst
         return {
             f"{prefix}.accuracy": self.accuracy,
             f"{prefix}.log_loss": self.log_loss,
-            f"{prefix}.fidelity": self.worst.fidelity,
-            f"{prefix}.copy_accuracy": self.worst.accuracy,
+            f"{prefix}.fidelity": copy.fidelity,
+            f"{prefix}.copy_accuracy": copy.accuracy,
+            f"{prefix}.queries_used": float(queries),
         }
 
     def row(self) -> dict[str, float]:
+        queries, copy = self.worst
         return {
-            "fidelity": self.worst.fidelity,
-            "copy acc": self.worst.accuracy,
+            "fidelity": copy.fidelity,
+            "copy acc": copy.accuracy,
+            "queries": float(queries),
             "accuracy": self.accuracy,
             "log_loss": self.log_loss,
         }
@@ -205,22 +215,30 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         return stage
 
     def _outcome(self, stage: ExtractionStage, outputs: np.ndarray, ctx: RunContext) -> ApiOutcome:
-        """One copy per reading of the answers to the whole budget, and the users' view."""
+        """Per reading of the answers, one copy per share of the budget; and the users' view."""
         from secureml.api_outputs import log_loss
 
         key = content_key(stage.key, "outcome", outputs)
         if key not in stage.memo:
             users = outputs[stage.user_rows]
-            budget = stage.scenario.attack.budget
             stage.memo[key] = ApiOutcome(
                 accuracy=float((users.argmax(axis=1) == stage.y_users).mean()),
                 log_loss=log_loss(users, stage.y_users, stage.scenario.scoring.client_smoothing),
                 copies={
-                    reading: self._copy(stage, outputs, reading, budget, ctx)
+                    reading: {count: self._copy(stage, outputs, reading, count, ctx) for count in self._counts(stage)}
                     for reading in stage.scenario.attack.readings
                 },
             )
         return stage.memo[key]
+
+    @staticmethod
+    def _counts(stage: ExtractionStage) -> list[int]:
+        """How many of its queries the attacker trains a copy on: shares of the budget, and
+        all of it. Fewer answers can make a better copy (at the same number of steps, the
+        10 labelled images weigh more): measured 0.63 from 250 answers read as labels,
+        0.59 from 1,000 (seed 1234)."""
+        attack = stage.scenario.attack
+        return sorted({*(max(1, round(share * attack.budget)) for share in attack.curve), attack.budget})
 
     def _copy(self, stage: ExtractionStage, outputs: np.ndarray | None, reading: str, queries: int, ctx) -> Copy:
         """The copy trained on the attacker's labelled images and the answers to its first
@@ -304,7 +322,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         reading = self._deciding_reading(stage, score)
         pictures = {}
         if ctx.out_dir is not None:
-            pictures["fidelity"] = self._picture(stage, outputs, reading, ctx, ctx.out_dir / "fidelity.png")
+            pictures["fidelity"] = self._picture(stage, mitigated, reading, ctx.out_dir / "fidelity.png")
         budget = stage.scenario.attack.budget
         return Evaluation(
             metrics={
@@ -313,7 +331,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
                 "floor.copy_accuracy": stage.floor.accuracy,
                 "label_only.log_loss": stage.label_only_log_loss,
                 **mitigated.metrics("mitigated"),
-                "queries": float(budget),
+                "budget": float(budget),
                 "score": score.total,
             },
             score=score,
@@ -334,7 +352,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
                 "floor.copy_accuracy": Sample.rate(len(stage.y_test), "test images"),
                 "label_only.log_loss": Sample.mean(len(stage.y_users), "users' queries"),
                 **self._samples("mitigated", stage),
-                "queries": EXACT,
+                "budget": EXACT,
             },
             details={
                 "scoring": scoring.model_dump(),
@@ -369,14 +387,14 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         hints: ExtractionHints = stage.scenario.hints
         undefended = stage.undefended
         notes: list[str] = []
-        same = mitigated.fidelity_by_reading() == undefended.fidelity_by_reading()
+        same = mitigated.copies == undefended.copies
         if same and abs(mitigated.log_loss - undefended.log_loss) < 1e-9:
             notes.append(f"The copy is exactly as good as against the full probabilities. {hints.unchanged}")
         elif score.parts["fidelity_removed"] < 0.7:
             notes.append(
                 f"Trained on your answers read as {reading}, the attacker's copy agrees with your model on "
-                f"{100 * mitigated.copies[reading].fidelity:.0f}% of unseen images (full probabilities "
-                f"{100 * undefended.copies[reading].fidelity:.0f}%, its own {len(stage.y_labelled)} labelled "
+                f"{100 * mitigated.best(reading)[1].fidelity:.0f}% of unseen images (full probabilities "
+                f"{100 * undefended.best(reading)[1].fidelity:.0f}%, its own {len(stage.y_labelled)} labelled "
                 f"images alone {100 * stage.floor.fidelity:.0f}%). {hints.copy_remaining}"
             )
         if score.capped_by or score.parts["usefulness"] < 0.9:
@@ -388,32 +406,26 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
             )
         return closing_hint(score, notes, [], hints.success)
 
-    def _picture(self, stage: ExtractionStage, outputs: np.ndarray, reading: str, ctx: RunContext, path: Path) -> Path:
+    def _picture(self, stage: ExtractionStage, mitigated: ApiOutcome, reading: str, path: Path) -> Path:
         """The copy's fidelity against the queries it was trained on, undefended and mitigated."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import numpy as np
 
-        budget = stage.scenario.attack.budget
-        used = [0, *(round(share * budget) for share in stage.scenario.attack.curve), budget]
-        undefended = ProtectTools.probabilities(stage.victim, stage.queries)
+        used = [0, *self._counts(stage)]
         figure, axis = plt.subplots(figsize=(5.6, 3.8))
-        for label, answers, style in (
-            ("full probabilities (undefended)", undefended, "o-"),
-            ("your API", outputs, "s-"),
+        for label, outcome, style in (
+            ("full probabilities (undefended)", stage.undefended, "o-"),
+            ("your API", mitigated, "s-"),
         ):
-            fidelity = [
-                stage.floor.fidelity if count == 0 else self._copy(stage, answers, reading, count, ctx).fidelity
-                for count in used
-            ]
+            fidelity = [stage.floor.fidelity, *(outcome.copies[reading][count].fidelity for count in used[1:])]
             axis.plot(used, fidelity, style, label=label)
         axis.axhline(stage.floor.fidelity, color="grey", linestyle=":", label="own labelled images alone")
         axis.set_xlabel("queries answered by the API")
         axis.set_ylabel("copy's agreement with the model")
         axis.set_ylim(0, 1)
-        axis.set_xticks(np.array(used))
+        axis.set_xticks(used)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, loc="lower right")
         axis.set_title(f"{stage.scenario.id}: ART Copycat CNN, answers read as {reading}", fontsize=10)
