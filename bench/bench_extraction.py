@@ -27,8 +27,18 @@ LAB = REPO / "labs" / "extraction-01"
 
 def run(mitigation: Path, cache: str, out: str, threads: int | None) -> tuple[float, float, dict]:
     """Wall-clock seconds, CPU seconds of the child, and its results."""
-    args = [sys.executable, "-m", "secureml.cli", "run", "extraction-01", "--mitigation", str(mitigation),
-            "--json", "--out", out]
+    args = [
+        sys.executable,
+        "-m",
+        "secureml.cli",
+        "run",
+        "extraction-01",
+        "--mitigation",
+        str(mitigation),
+        "--json",
+        "--out",
+        out,
+    ]
     if threads:
         args += ["--threads", str(threads)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -54,8 +64,10 @@ def main() -> None:
             ("warm stage, the starter (new copies):", LAB / "mitigation.py"),
         ):
             wall, cpu, result = run(mitigation, cache, out, threads)
-            print(f"  {label:<40} {wall:5.1f} s wall {cpu:5.1f} s CPU  score {result['score']:5.1f}  "
-                  f"threads {result['threads']}  stages {result['timings_s']}")
+            print(
+                f"  {label:<40} {wall:5.1f} s wall {cpu:5.1f} s CPU  score {result['score']:5.1f}  "
+                f"threads {result['threads']}  stages {result['timings_s']}"
+            )
     print(f"load average after:  {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
 
 

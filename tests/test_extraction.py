@@ -98,14 +98,19 @@ def test_an_api_that_is_useless_or_keeps_the_labels_scores_near_zero(small, gami
 
 
 def test_an_api_answering_logits_or_the_wrong_shape_is_an_invalid_result(small, tmp_path):
-    for api, problem in (("model(torch.from_numpy(x))", r"in \[0, 1\]"), ("tools.probabilities(model, x)[:, :3]", "shape")):
+    for api, problem in (
+        ("model(torch.from_numpy(x))", r"in \[0, 1\]"),
+        ("tools.probabilities(model, x)[:, :3]", "shape"),
+    ):
         broken = tmp_path / "broken.py"
-        broken.write_text(textwrap.dedent(f"""
+        broken.write_text(
+            textwrap.dedent(f"""
             import torch
 
             def protect(model, tools):
                 return lambda x: {api}
-            """))
+            """)
+        )
         with pytest.raises(MitigationError, match=problem) as raised:
             _run(small, broken)
         assert raised.value.status == "invalid-result"
@@ -147,3 +152,52 @@ def test_run_extraction_reference_on_a_hidden_variant_still_scores_high(tmp_path
     # Variant seed 2: another seed, other labelled images and queries, another digit size.
     payload = run_json("extraction-01", "--variant-seed", "2", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["score"] >= 80
+
+
+# --------------------------------------------------------------------------- the score (pure)
+
+UNDEFENDED = {"labels": 0.63, "soft": 0.72}
+FULL_USE = {
+    "fidelity_floor": 0.48,
+    "accuracy_none": 0.95,
+    "log_loss_none": 0.17,
+    "log_loss_label_only": 0.33,
+    "max_accuracy_drop": 0.1,
+    "confidence_weight": 0.5,
+    "confidence_target": 0.5,
+}
+
+
+def _score(mitigated: dict[str, float], accuracy: float = 0.95, log_loss: float = 0.17):
+    from secureml.scoring import extraction_calibrated
+
+    return extraction_calibrated(
+        fidelity_none=UNDEFENDED,
+        fidelity_mitigated=mitigated,
+        accuracy_mitigated=accuracy,
+        log_loss_mitigated=log_loss,
+        **FULL_USE,
+    )
+
+
+def test_the_score_is_zero_undefended_and_100_at_the_floor_with_every_answer_kept():
+    assert _score(UNDEFENDED).total == 0
+    assert _score({"labels": 0.48, "soft": 0.40}).total == pytest.approx(100)
+
+
+def test_hiding_the_confidences_while_the_labels_still_teach_the_copy_removes_nothing():
+    # Top-1 or ReverseSigmoid: the soft copy falls to the labels' level, the labels copy stays.
+    score = _score({"labels": 0.63, "soft": 0.63}, log_loss=0.33)
+    assert score.parts["fidelity_removed.soft"] > 0.3
+    assert score.parts["fidelity_removed"] == 0 == score.total
+
+
+def test_the_extraction_score_is_100_times_the_product_of_its_two_factors():
+    import math
+
+    from secureml.scoring import SCORE_FACTORS
+
+    score = _score({"labels": 0.55, "soft": 0.6}, accuracy=0.93, log_loss=0.25)
+    factors = [value for name, value in score.parts.items() if name in SCORE_FACTORS]
+    assert len(factors) == 2 and 0 < score.total < 100
+    assert score.total == pytest.approx(100 * math.prod(factors))

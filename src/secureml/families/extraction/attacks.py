@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from secureml.families.extraction.config import CopycatAttack
 
 
-def upscaled_digits(side: int, frame: tuple[int, int]) -> np.ndarray:
+def upscaled_digits(side: int, frame: tuple[int, ...]) -> np.ndarray:
     """scikit-learn's 1,797 8x8 digits, upscaled (bilinear) to side x side and centred in
-    a frame of the victim's size: handwriting, but from another distribution (the victim
-    reads 0.68 of them right at side 20; ART-FACTS)."""
+    a frame of the victim's image size (`frame`: (..., height, width)): handwriting, but
+    from another distribution (the victim reads 0.68 of them right at side 20)."""
     import numpy as np
     import torch
 
@@ -31,7 +31,7 @@ def upscaled_digits(side: int, frame: tuple[int, int]) -> np.ndarray:
 
     digits = torch.from_numpy(DATASETS["digits"].load(None).x_train)
     up = torch.nn.functional.interpolate(digits, size=(side, side), mode="bilinear", align_corners=False)
-    height, width = frame
+    height, width = frame[-2:]
     top, left = (height - side) // 2, (width - side) // 2
     framed = torch.nn.functional.pad(up, (left, width - side - left, top, height - side - top))
     return np.ascontiguousarray(framed.clamp(0, 1).numpy(), dtype=np.float32)

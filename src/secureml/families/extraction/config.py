@@ -174,4 +174,6 @@ class ExtractionScenario(ScenarioBase):
     def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
         """Another size of the attacker's digits (the new seed already draws other labelled
         images and other queries): a detector tuned to one size of query meets another."""
-        return {"attack": {"digit_side": rng.choice([side for side in VARIANT_SIDES if side != self.attack.digit_side])}}
+        return {
+            "attack": {"digit_side": rng.choice([side for side in VARIANT_SIDES if side != self.attack.digit_side])}
+        }

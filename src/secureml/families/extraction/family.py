@@ -150,10 +150,11 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
     tools = ExtractionTools
 
     # The API's contract is inversion-02's: called in the child on the query batch, its
-    # outputs checked in the parent (shape, finite scores in [0, 1]).
+    # outputs checked in the parent (shape, finite scores in [0, 1]). Those methods read
+    # only what both stages have: queries, split, victim and scenario.attack.query_batch.
     encode = QueryInversionFamily.encode
-    no_mitigation = QueryInversionFamily.no_mitigation
-    check_outputs = QueryInversionFamily.check_outputs
+    no_mitigation = QueryInversionFamily.no_mitigation  # type: ignore[assignment]
+    check_outputs = QueryInversionFamily.check_outputs  # type: ignore[assignment]
 
     def prepare(self, scenario: ExtractionScenario, split: Split, ctx: RunContext) -> ExtractionStage:
         """The victim, the attacker's images, the shuffled query batch; then the floor and
@@ -168,8 +169,10 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
             split.y_test, holdout.labelled, holdout.users, generator(scenario.seed, "holdout"), dataset=split.name
         )
         test_rows = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([labelled_rows, user_rows]))
-        digits = upscaled_digits(attack.digit_side, split.shape[1:])
-        attacker_queries = digits[generator(scenario.seed, "attacker-queries").permutation(len(digits))[: attack.budget]]
+        digits = upscaled_digits(attack.digit_side, split.shape)
+        attacker_queries = digits[
+            generator(scenario.seed, "attacker-queries").permutation(len(digits))[: attack.budget]
+        ]
         batch = np.concatenate([attacker_queries, split.x_test[user_rows]])
         order = generator(scenario.seed, "query-order").permutation(len(batch))
         position = np.argsort(order)  # where each query ended up in the shuffled batch
