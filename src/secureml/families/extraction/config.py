@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from secureml.families.inversion.config import ApiInversionScoring, InversionApiScenario
 from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel
 
@@ -85,28 +86,11 @@ class ExtractionHoldout(StrictModel):
     users: int = Field(gt=0, description="honest users' queries (the API's usefulness is measured on them)")
 
 
-class ExtractionScoring(StrictModel):
+class ExtractionScoring(ApiInversionScoring):
     """Fidelity removed, traded against what a client of a confidence API needs: the right
-    argmax, and confidences it can bet on (log loss), as in inversion-02."""
+    argmax, and confidences it can bet on (log loss). Usefulness is inversion-02's."""
 
-    method: Literal["fidelity-confidence-calibrated"] = "fidelity-confidence-calibrated"
-    max_accuracy_drop: float = Field(
-        default=0.10, gt=0, le=1, description="an accuracy loss this large (or larger) scores 0"
-    )
-    confidence_weight: float = Field(
-        default=0.5, ge=0, lt=1,
-        description="the share of the score that depends on confidences: a label-only API, "
-        "which keeps none of them, scores at most 100 * (1 - confidence_weight)",
-    )  # fmt: skip
-    confidence_target: float = Field(
-        default=0.5, gt=0, le=1,
-        description="keeping this share of the full API's log-loss advantage over labels alone "
-        "earns full marks for confidences",
-    )  # fmt: skip
-    client_smoothing: float = Field(
-        default=0.01, gt=0, lt=1,
-        description="the uniform mass a client mixes into every answer before it bets on it",
-    )  # fmt: skip
+    method: Literal["fidelity-confidence-calibrated"] = "fidelity-confidence-calibrated"  # type: ignore[assignment]
 
 
 class ExtractionHints(StrictModel):
@@ -128,12 +112,10 @@ class ExtractionScenario(ScenarioBase):
     trainee_call: ClassVar[TraineeCall] = TraineeCall(
         "protect",
         ("model", "tools"),
-        "api, a callable: api(x) -> outputs",
-        "  model: the deployed torch classifier (returns logits); x: float32 (B, C, H, W) in [0, 1]\n"
-        "  outputs: (B, num_classes) scores in [0, 1]; the predicted class is their argmax; a client\n"
-        "    reads them as probabilities, unreported mass (1 - sum) spread evenly over the classes\n"
-        "  tools.probabilities(model, x) -> the softmax vectors the API returns today\n"
-        "  tools.training_set() -> (x, y), the images and labels the model was trained on",
+        InversionApiScenario.trainee_call.returns,
+        # inversion-02's API, and the owner's own data to fit a detector on.
+        InversionApiScenario.trainee_call.help
+        + "\n  tools.training_set() -> (x, y), the images and labels the model was trained on",
     )
 
     def scoring_formula(self) -> str:
