@@ -243,7 +243,9 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         attack = stage.scenario.attack
         return sorted({*(max(1, round(share * attack.budget)) for share in attack.curve), attack.budget})
 
-    def _copy(self, stage: ExtractionStage, outputs: np.ndarray | None, reading: str, queries: int, ctx) -> Copy:
+    def _copy(
+        self, stage: ExtractionStage, outputs: np.ndarray | None, reading: str, queries: int, ctx: RunContext
+    ) -> Copy:
         """The copy trained on the attacker's labelled images and the answers to its first
         `queries` queries read as `reading` (cached by those answers)."""
         import numpy as np
