@@ -381,10 +381,13 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
 
     @staticmethod
     def _deciding_reading(stage: ExtractionStage, score: Score) -> str:
-        """The reading the defence removed least from (the one that decided the score)."""
-        readings = stage.scenario.attack.readings
-        removed = {reading: score.parts.get(f"fidelity_removed.{reading}", 1.0) for reading in readings}
-        return min(removed, key=removed.__getitem__)
+        """The reading the defence removed least from (the one that decided the score); of
+        readings tied there, the one the undefended API taught most."""
+        undefended = stage.undefended.fidelity_by_reading()
+        return min(
+            stage.scenario.attack.readings,
+            key=lambda reading: (score.parts.get(f"fidelity_removed.{reading}", 1.0), -undefended[reading]),
+        )
 
     @staticmethod
     def _feedback(stage: ExtractionStage, mitigated: ApiOutcome, score: Score, reading: str) -> list[str]:
@@ -432,7 +435,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         axis.set_ylim(0, 1)
         axis.set_xticks(used)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="lower right")
+        axis.legend(fontsize=8, loc="upper right")
         axis.set_title(f"{stage.scenario.id}: ART Copycat CNN, answers read as {reading}", fontsize=10)
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
