@@ -215,7 +215,8 @@ INVERSION_API_FORMULA = (
 MIN_VIEW_HEADROOM = 0.02
 # A reading of the answers whose copy on the undefended API is within this of the floor
 # learned nothing from the queries: it cannot say how much a defence removed. Fidelity over
-# 1,900 test images has a binomial standard error of about 0.01.
+# 1,990 test images (extraction-01) has a binomial standard error of about 0.01; between
+# seeds the undefended fidelity moved by an SD of 0.034.
 MIN_READING_HEADROOM = 0.03
 
 
