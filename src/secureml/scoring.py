@@ -29,6 +29,7 @@ SCORE_FACTORS = frozenset({
     "robust_gained", "clean_kept",  # robust-accuracy-calibrated (evasion)
     "leakage_removed", "utility_kept", "usefulness",  # inversion-calibrated, inversion-api-calibrated
     # advantage-calibrated (membership) scores leakage_removed x utility_kept as well.
+    "fidelity_removed",  # fidelity-confidence-calibrated (extraction), with "usefulness"
 })
 
 
@@ -213,6 +214,11 @@ INVERSION_API_FORMULA = (
 # alone learned nothing from the scores: it cannot say how much a defence removed. The
 # spread of one view's identification over decoder starts was 0.002-0.009 (inversion-02).
 MIN_VIEW_HEADROOM = 0.02
+# A reading of the answers whose copy on the undefended API is within this of the floor
+# learned nothing from the queries: it cannot say how much a defence removed. Fidelity over
+# 1,990 test images (extraction-01) has a binomial standard error of about 0.01; between
+# seeds the undefended fidelity moved by an SD of 0.034.
+MIN_READING_HEADROOM = 0.03
 
 
 def inversion_api_calibrated(
@@ -249,30 +255,137 @@ def inversion_api_calibrated(
         if headroom > MIN_VIEW_HEADROOM
     }
     leakage_removed = min(removed.values(), default=0.0)
-    accuracy_drop = accuracy_none - accuracy_mitigated
-    accuracy_kept = _share_kept(accuracy_drop, max_accuracy_drop)
-    advantage = log_loss_label_only - log_loss_none
-    # A full API no better than labels in log loss: there is no confidence left to lose.
-    confidence_kept = clip01((log_loss_label_only - log_loss_mitigated) / advantage) if advantage > 1e-9 else 1.0
-    confidence_factor = 1.0 - confidence_weight + confidence_weight * min(1.0, confidence_kept / confidence_target)
+    usefulness = _api_usefulness(
+        accuracy_none=accuracy_none,
+        accuracy_mitigated=accuracy_mitigated,
+        log_loss_none=log_loss_none,
+        log_loss_mitigated=log_loss_mitigated,
+        log_loss_label_only=log_loss_label_only,
+        max_accuracy_drop=max_accuracy_drop,
+        confidence_weight=confidence_weight,
+        confidence_target=confidence_target,
+    )
     parts = {
         "leakage_removed": leakage_removed,
-        "accuracy_kept": accuracy_kept,
-        "confidence_kept": confidence_kept,
-        "usefulness": accuracy_kept * confidence_factor,
-        "accuracy_drop": accuracy_drop,
-        "log_loss_rise": log_loss_mitigated - log_loss_none,
+        **usefulness,
         **{f"leakage_removed.{view}": value for view, value in removed.items()},
     }
     return _gained_times_kept(
         "leakage-confidence-calibrated",
         parts,
         gained=leakage_removed,
-        kept=accuracy_kept * confidence_factor,
+        kept=usefulness["usefulness"],
         headroom=max((headrooms[view] for view in removed), default=0.0),
         no_headroom="the full API let the attacker identify users no better than labels alone",
         lost="accuracy",
-        drop=accuracy_drop,
+        drop=usefulness["accuracy_drop"],
+        max_drop=max_accuracy_drop,
+    )
+
+
+def _api_usefulness(
+    *,
+    accuracy_none: float,
+    accuracy_mitigated: float,
+    log_loss_none: float,
+    log_loss_mitigated: float,
+    log_loss_label_only: float,
+    max_accuracy_drop: float,
+    confidence_weight: float,
+    confidence_target: float,
+) -> dict[str, float]:
+    """What a prediction API is still worth to a client: the accuracy of its argmax kept,
+    and the share of the full API's log-loss advantage over labels alone it kept."""
+    accuracy_drop = accuracy_none - accuracy_mitigated
+    accuracy_kept = _share_kept(accuracy_drop, max_accuracy_drop)
+    advantage = log_loss_label_only - log_loss_none
+    # A full API no better than labels in log loss: there is no confidence left to lose.
+    confidence_kept = clip01((log_loss_label_only - log_loss_mitigated) / advantage) if advantage > 1e-9 else 1.0
+    confidence_factor = 1.0 - confidence_weight + confidence_weight * min(1.0, confidence_kept / confidence_target)
+    return {
+        "accuracy_kept": accuracy_kept,
+        "confidence_kept": confidence_kept,
+        "usefulness": accuracy_kept * confidence_factor,
+        "accuracy_drop": accuracy_drop,
+        "log_loss_rise": log_loss_mitigated - log_loss_none,
+    }
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+EXTRACTION_FORMULA = (
+    "F  = fidelity: the share of held-out test images on which the attacker's copy gives the\n"
+    "     victim's answer; one copy per reading r of your answers (labels, soft), the most\n"
+    "     faithful decides\n"
+    "LL = log loss of the client's reading of your outputs on honest users' queries:\n"
+    "     probabilities, unreported mass spread evenly, {client_smoothing:g} of uniform mass mixed in\n"
+    "fidelity_removed = min over the readings r of clip((F_none,r - F_mit,r) / (F_none,r - F_floor), 0, 1)\n"
+    "accuracy_kept    = clip(1 - max(0, ACC_none - ACC_mit) / {max_accuracy_drop:g}, 0, 1)\n"
+    "confidence_kept  = clip((LL_label_only - LL_mit) / (LL_label_only - LL_none), 0, 1)\n"
+    "usefulness       = accuracy_kept * (1 - {confidence_weight:g} + {confidence_weight:g} * "
+    "min(1, confidence_kept / {confidence_target:g}))\n"
+    "score = 100 * fidelity_removed * usefulness\n"
+    "where 'none' is the undefended API (full probabilities), 'floor' a copy trained on the\n"
+    "attacker's own labelled images alone, ACC the accuracy of your argmax on honest users'\n"
+    "queries; the undefended API scores 0, a label-only API at most {label_only_score:g}, and losing\n"
+    "{max_accuracy_drop_points:g} points of accuracy scores 0"
+)
+
+
+def extraction_calibrated(
+    *,
+    fidelity_none: Mapping[str, float],
+    fidelity_mitigated: Mapping[str, float],
+    fidelity_floor: float,
+    accuracy_none: float,
+    accuracy_mitigated: float,
+    log_loss_none: float,
+    log_loss_mitigated: float,
+    log_loss_label_only: float,
+    max_accuracy_drop: float,
+    confidence_weight: float,
+    confidence_target: float,
+) -> Score:
+    """Score a prediction API against model extraction: the copy's fidelity removed, from
+    the undefended API down to what the attacker's own labelled images give it alone, times
+    what the API is still worth to honest clients.
+
+    fidelity_*: per reading of the answers (labels, soft). Each reading is calibrated
+    against the same floor, and the one the defence removes least from decides: rounding
+    or flattening the scores leaves the labels, and a copy trained on labels, as they were.
+    """
+    headrooms = {reading: none - fidelity_floor for reading, none in fidelity_none.items()}
+    removed = {
+        reading: _share_removed(fidelity_none[reading], fidelity_mitigated[reading], headroom)
+        for reading, headroom in headrooms.items()
+        if headroom > MIN_READING_HEADROOM
+    }
+    fidelity_removed = min(removed.values(), default=0.0)
+    usefulness = _api_usefulness(
+        accuracy_none=accuracy_none,
+        accuracy_mitigated=accuracy_mitigated,
+        log_loss_none=log_loss_none,
+        log_loss_mitigated=log_loss_mitigated,
+        log_loss_label_only=log_loss_label_only,
+        max_accuracy_drop=max_accuracy_drop,
+        confidence_weight=confidence_weight,
+        confidence_target=confidence_target,
+    )
+    parts = {
+        "fidelity_removed": fidelity_removed,
+        **usefulness,
+        **{f"fidelity_removed.{reading}": value for reading, value in removed.items()},
+    }
+    return _gained_times_kept(
+        "fidelity-confidence-calibrated",
+        parts,
+        gained=fidelity_removed,
+        kept=usefulness["usefulness"],
+        headroom=max((headrooms[reading] for reading in removed), default=0.0),
+        no_headroom="the undefended API taught the copy no more than the attacker's own labelled images",
+        lost="accuracy",
+        drop=usefulness["accuracy_drop"],
         max_drop=max_accuracy_drop,
     )
 

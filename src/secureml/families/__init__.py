@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from secureml.families.evasion.config import EvasionPreprocessScenario, EvasionScenario
+from secureml.families.extraction.config import ExtractionScenario
 from secureml.families.inversion.config import InversionApiScenario, InversionScenario
 from secureml.families.membership.config import MembershipScenario
 from secureml.families.poisoning.config import PoisoningScenario
@@ -48,6 +49,7 @@ FAMILIES: dict[str, FamilySpec] = {
         "evasion-preprocess", EvasionPreprocessScenario, "secureml.families.evasion.family:PREPROCESS_FAMILY"
     ),
     "membership": FamilySpec("membership", MembershipScenario, "secureml.families.membership.family:FAMILY"),
+    "extraction": FamilySpec("extraction", ExtractionScenario, "secureml.families.extraction.family:FAMILY"),
 }
 
 

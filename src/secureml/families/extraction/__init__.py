@@ -1,0 +1,1 @@
+"""Model extraction through a prediction API (OWASP ML05)."""

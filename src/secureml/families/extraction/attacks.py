@@ -1,0 +1,103 @@
+"""The extraction attacker: its out-of-distribution query images, and ART's Copycat CNN.
+
+The copy is trained by ART's `CopycatCNN` (Correia-Silva et al., IJCNN 2018) against an
+ART `BlackBoxClassifier` whose predictions are a lookup table of the answers the
+trainee's API already gave: the real attack, on the real answers, without running
+trainee code in the grader's process. The attacker's own labelled images enter the same
+table with their true labels (it labels its own images itself).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from secureml.progress import NO_PROGRESS, Progress
+from secureml.randomness import numpy_global_seed
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from secureml.families.extraction.config import CopycatAttack
+
+
+def upscaled_digits(side: int, frame: tuple[int, ...]) -> np.ndarray:
+    """scikit-learn's 1,797 8x8 digits, upscaled (bilinear) to side x side and centred in
+    a frame of the victim's image size (`frame`: (..., height, width)): handwriting, but
+    from another distribution (the victim reads 0.68 of them right at side 20)."""
+    import numpy as np
+    import torch
+
+    from secureml.datasets import DATASETS
+
+    digits = torch.from_numpy(DATASETS["digits"].load(None).x_train)
+    up = torch.nn.functional.interpolate(digits, size=(side, side), mode="bilinear", align_corners=False)
+    height, width = frame[-2:]
+    top, left = (height - side) // 2, (width - side) // 2
+    framed = torch.nn.functional.pad(up, (left, width - side - left, top, height - side - top))
+    return np.ascontiguousarray(framed.clamp(0, 1).numpy(), dtype=np.float32)
+
+
+def _soft_cross_entropy():
+    """Cross-entropy against a target distribution. A loss that is not torch's
+    CrossEntropyLoss keeps ART's PyTorchClassifier from reducing soft targets to their
+    argmax (`reduce_labels`), so the same loss trains on labels and on soft answers."""
+    import torch
+
+    class SoftCrossEntropy(torch.nn.Module):
+        def forward(self, logits, target):
+            return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+    return SoftCrossEntropy()
+
+
+def steal(
+    x: np.ndarray,
+    targets: np.ndarray,
+    attack: CopycatAttack,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    progress: Progress = NO_PROGRESS,
+    label: str = "training a copy with ART's Copycat CNN",
+) -> Any:
+    """A copy of `attack.copy_arch` trained by ART's CopycatCNN on `x` and the answers `targets`.
+
+    targets: (N, num_classes) class distributions (one-hot labels or soft answers), looked
+    up by ART's BlackBoxClassifier for exactly the images in `x`.
+    """
+    import numpy as np
+    import torch
+    from art.attacks.extraction import CopycatCNN
+    from art.estimators.classification import BlackBoxClassifier, PyTorchClassifier
+
+    from secureml import models
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    targets = np.ascontiguousarray(targets, dtype=np.float32)
+    copy = models.build(attack.copy_arch, input_shape, num_classes, seed)
+    thief = PyTorchClassifier(
+        copy,
+        loss=_soft_cross_entropy(),
+        optimizer=torch.optim.Adam(copy.parameters(), lr=attack.learning_rate),
+        input_shape=input_shape,
+        nb_classes=num_classes,
+        clip_values=(0.0, 1.0),
+    )
+    answers = BlackBoxClassifier((x, targets), input_shape=input_shape, nb_classes=num_classes, clip_values=(0.0, 1.0))
+    # use_probability: the table already holds what this reading of the answers is.
+    copycat = CopycatCNN(
+        answers,
+        batch_size_fit=attack.batch_size,
+        batch_size_query=attack.query_batch,
+        nb_epochs=attack.epochs,
+        nb_stolen=len(x),
+        use_probability=True,
+    )
+    # CopycatCNN draws its queries with np.random and ART's fit shuffles with torch's
+    # global generator: both seeded here and put back afterwards.
+    with progress.task(label, total=1) as task, torch.random.fork_rng(devices=[]), numpy_global_seed(seed):
+        torch.manual_seed(seed)
+        copycat.extract(x, thieved_classifier=thief)
+        task.advance()
+    return copy.eval()

@@ -1,0 +1,447 @@
+"""The extraction family: an attacker steals the deployed classifier through its API.
+
+The trainee's `protect(model, tools)` returns the prediction API. The child calls it on
+one fixed batch of queries the grader chose, 100 at a time, and sends back the output
+vectors only; the grader trains the copies on them in its own process. The batch is the
+attacker's queries (scikit-learn's digits, upscaled: handwriting from another
+distribution) and honest users' test images, shuffled together, unlabelled, without a
+client id: the API judges each query on its own.
+
+The attacker (ART's Copycat CNN) trains a copy on its own few labelled images and the
+answers to its queries, once per reading of the answers (the labels, the soft answer);
+the copy that agrees most with the victim on held-out test images, which never pass
+through the API, decides. The floor is a copy trained on the attacker's labelled images
+alone. Usefulness is the argmax's accuracy on the honest users' queries and the log loss
+of the confidences as a client reads them (secureml.api_outputs), as in inversion-02.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from secureml import models
+from secureml.cache import content_key
+from secureml.families.base import (
+    EXACT,
+    Evaluation,
+    Family,
+    Handover,
+    Row,
+    RunContext,
+    Sample,
+    handover_of,
+)
+from secureml.families.extraction.attacks import steal, upscaled_digits
+from secureml.families.extraction.config import ExtractionScenario
+from secureml.families.inversion.family import ProtectTools, QueryInversionFamily, closing_hint
+from secureml.randomness import derive_seed, generator
+from secureml.scoring import Score, extraction_calibrated
+from secureml.versions import software_key
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from secureml.datasets import Split
+    from secureml.families.extraction.config import ExtractionHints
+
+# The inputs file of the query batch `protect`'s api answers.
+QUERIES = "queries"
+
+
+class ExtractionTools(ProtectTools):
+    """For `protect(model, tools)`: every lab's tools, tools.probabilities(model, x) (the
+    API as deployed) and tools.training_set() -> (x, y), the model owner's own data."""
+
+    def training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._inputs.training_set()
+
+
+def read_answers(reading: str, outputs: np.ndarray) -> np.ndarray:
+    """The class distributions the attacker trains on: "labels" one-hot argmaxes, "soft"
+    the answer as a client reads it (renormalised, unreported mass spread evenly)."""
+    import numpy as np
+
+    from secureml.api_outputs import client_distribution, label_only
+
+    if reading == "labels":
+        return label_only(outputs)
+    return client_distribution(outputs, smoothing=0.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One copy, judged on the held-out test images."""
+
+    fidelity: float  # agreement with the victim's argmax
+    accuracy: float  # against the true labels
+
+
+@dataclass(frozen=True)
+class ApiOutcome:
+    """What one set of API outputs gives the attacker, and what it is worth to a client."""
+
+    accuracy: float  # of the argmax on honest users' queries
+    log_loss: float  # of the client's reading of the outputs on those queries
+    # Per reading of the answers, per number of queries used (the first ones of the
+    # budget): the copy trained on them. The attacker keeps its most faithful copy.
+    copies: dict[str, dict[int, Copy]]
+
+    def best(self, reading: str) -> tuple[int, Copy]:
+        """The most faithful copy of one reading, and the queries it used."""
+        return max(self.copies[reading].items(), key=lambda item: item[1].fidelity)
+
+    @property
+    def worst(self) -> tuple[int, Copy]:
+        """The most faithful copy of all (the attacker keeps the best one it made)."""
+        return max((self.best(reading) for reading in self.copies), key=lambda item: item[1].fidelity)
+
+    def fidelity_by_reading(self) -> dict[str, float]:
+        return {reading: self.best(reading)[1].fidelity for reading in self.copies}
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        queries, copy = self.worst
+        return {
+            f"{prefix}.accuracy": self.accuracy,
+            f"{prefix}.log_loss": self.log_loss,
+            f"{prefix}.fidelity": copy.fidelity,
+            f"{prefix}.copy_accuracy": copy.accuracy,
+            f"{prefix}.queries_used": float(queries),
+        }
+
+    def row(self) -> dict[str, float]:
+        queries, copy = self.worst
+        return {
+            "fidelity": copy.fidelity,
+            "copy acc": copy.accuracy,
+            "queries": float(queries),
+            "accuracy": self.accuracy,
+            "log_loss": self.log_loss,
+        }
+
+
+@dataclass
+class ExtractionStage:
+    scenario: Any
+    split: Split
+    victim: Any
+    key: str
+    x_labelled: np.ndarray  # the attacker's own labelled images
+    y_labelled: np.ndarray
+    # The query batch and which rows are whose (the grader's secret). attacker_rows are in
+    # the attacker's own order: a curve point on a share of the budget takes the first ones.
+    queries: np.ndarray
+    attacker_rows: np.ndarray
+    user_rows: np.ndarray
+    y_users: np.ndarray
+    x_test: np.ndarray  # never sent through the API: the copies are judged on them
+    y_test: np.ndarray
+    victim_test: np.ndarray  # the victim's argmax on x_test
+    floor: Copy = field(init=False)
+    undefended: ApiOutcome = field(init=False)
+    label_only_log_loss: float = field(init=False)
+    memo: dict[str, ApiOutcome] = field(default_factory=dict)
+
+
+class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
+    name = "extraction"
+    schema = ExtractionScenario
+    tools = ExtractionTools
+
+    # The API's contract is inversion-02's: called in the child on the query batch, its
+    # outputs checked in the parent (shape, finite scores in [0, 1]). Those methods read
+    # only what both stages have: queries, split, victim and scenario.attack.query_batch.
+    encode = QueryInversionFamily.encode
+    no_mitigation = QueryInversionFamily.no_mitigation  # type: ignore[assignment]
+    check_outputs = QueryInversionFamily.check_outputs  # type: ignore[assignment]
+
+    def prepare(self, scenario: ExtractionScenario, split: Split, ctx: RunContext) -> ExtractionStage:
+        """The victim, the attacker's images, the shuffled query batch; then the floor and
+        the undefended API's copies (each cached)."""
+        import numpy as np
+
+        from secureml.api_outputs import label_only, log_loss
+        from secureml.datasets import stratified_split
+
+        attack, holdout = scenario.attack, scenario.holdout
+        labelled_rows, user_rows = stratified_split(
+            split.y_test, holdout.labelled, holdout.users, generator(scenario.seed, "holdout"), dataset=split.name
+        )
+        test_rows = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([labelled_rows, user_rows]))
+        digits = upscaled_digits(attack.digit_side, split.shape)
+        attacker_queries = digits[
+            generator(scenario.seed, "attacker-queries").permutation(len(digits))[: attack.budget]
+        ]
+        batch = np.concatenate([attacker_queries, split.x_test[user_rows]])
+        order = generator(scenario.seed, "query-order").permutation(len(batch))
+        position = np.argsort(order)  # where each query ended up in the shuffled batch
+        victim = models.train_cached(
+            ctx.cache,
+            scenario.victim,
+            split.x_train,
+            split.y_train,
+            num_classes=split.num_classes,
+            seed=scenario.seed,
+            device=ctx.device,
+            progress=ctx.progress,
+            label="training the victim on the private training set",
+        )
+        x_test = np.ascontiguousarray(split.x_test[test_rows])
+        stage = ExtractionStage(
+            scenario=scenario,
+            split=split,
+            victim=victim,
+            key=content_key(
+                "extraction-stage",
+                scenario.model_dump(mode="json", include={"attack", "victim", "holdout"}),
+                split.sha256,
+                scenario.seed,
+                software_key("secureml.families.extraction"),
+            ),
+            x_labelled=np.ascontiguousarray(split.x_test[labelled_rows]),
+            y_labelled=split.y_test[labelled_rows],
+            queries=np.ascontiguousarray(batch[order]),
+            attacker_rows=position[: attack.budget],
+            user_rows=position[attack.budget :],
+            y_users=split.y_test[user_rows],
+            x_test=x_test,
+            y_test=split.y_test[test_rows],
+            victim_test=models.predict(victim, x_test),
+        )
+        stage.floor = self._copy(stage, None, "labels", 0, ctx)
+        probabilities = ProtectTools.probabilities(stage.victim, stage.queries)
+        stage.undefended = self._outcome(stage, probabilities, ctx)
+        stage.label_only_log_loss = log_loss(
+            label_only(probabilities[stage.user_rows]), stage.y_users, scenario.scoring.client_smoothing
+        )
+        return stage
+
+    def _outcome(self, stage: ExtractionStage, outputs: np.ndarray, ctx: RunContext) -> ApiOutcome:
+        """Per reading of the answers, one copy per share of the budget; and the users' view."""
+        from secureml.api_outputs import log_loss
+
+        key = content_key(stage.key, "outcome", outputs)
+        if key not in stage.memo:
+            users = outputs[stage.user_rows]
+            stage.memo[key] = ApiOutcome(
+                accuracy=float((users.argmax(axis=1) == stage.y_users).mean()),
+                log_loss=log_loss(users, stage.y_users, stage.scenario.scoring.client_smoothing),
+                copies={
+                    reading: {count: self._copy(stage, outputs, reading, count, ctx) for count in self._counts(stage)}
+                    for reading in stage.scenario.attack.readings
+                },
+            )
+        return stage.memo[key]
+
+    @staticmethod
+    def _counts(stage: ExtractionStage) -> list[int]:
+        """How many of its queries the attacker trains a copy on: shares of the budget, and
+        all of it. Fewer answers can make a better copy (at the same number of steps, the
+        10 labelled images weigh more): measured 0.63 from 250 answers read as labels,
+        0.59 from 1,000 (seed 1234)."""
+        attack = stage.scenario.attack
+        return sorted({*(max(1, round(share * attack.budget)) for share in attack.curve), attack.budget})
+
+    def _copy(
+        self, stage: ExtractionStage, outputs: np.ndarray | None, reading: str, queries: int, ctx: RunContext
+    ) -> Copy:
+        """The copy trained on the attacker's labelled images and the answers to its first
+        `queries` queries read as `reading` (cached by those answers)."""
+        import numpy as np
+
+        answers = (
+            read_answers(reading, outputs[stage.attacker_rows[:queries]])
+            if outputs is not None and queries
+            else np.zeros((0, stage.split.num_classes), dtype=np.float32)
+        )
+        # A zero-size array has no bytes to hash: the floor is keyed by name.
+        key = content_key(stage.key, "copy", answers if len(answers) else "no queries")
+        predictions = self.cached_arrays(
+            ctx.cache,
+            "extraction-copies",
+            key,
+            lambda: {"predictions": self._steal(stage, answers, queries, ctx)},
+        )["predictions"]
+        return Copy(
+            fidelity=float((predictions == stage.victim_test).mean()),
+            accuracy=float((predictions == stage.y_test).mean()),
+        )
+
+    @staticmethod
+    def _steal(stage: ExtractionStage, answers: np.ndarray, queries: int, ctx: RunContext) -> np.ndarray:
+        import numpy as np
+
+        split, attack = stage.split, stage.scenario.attack
+        own = np.eye(split.num_classes, dtype=np.float32)[stage.y_labelled]
+        # Every copy takes as many optimiser steps as the one on the whole budget: a copy
+        # on fewer images is not undertrained. With the same 10 epochs, the copy on 100
+        # labelled images alone agreed 0.45 with the victim, and 0.80 after as many steps
+        # as the copy on 1,100 images took (seed 1234): the old floor was a training artefact.
+        images = len(own) + queries
+        steps = attack.epochs * -(-(len(own) + attack.budget) // attack.batch_size)
+        copy = steal(
+            np.concatenate([stage.x_labelled, stage.queries[stage.attacker_rows[:queries]]]),
+            np.concatenate([own, answers]),
+            attack.model_copy(update={"epochs": -(-steps // -(-images // attack.batch_size))}),
+            input_shape=split.shape,
+            num_classes=split.num_classes,
+            # One seed for every copy: two copies differ only by the answers they learned from.
+            seed=derive_seed(stage.scenario.seed, "copy"),
+            progress=ctx.progress,
+            label=f"copying the model from {queries} answers (ART Copycat CNN)",
+        )
+        return models.predict(copy, stage.x_test).astype(np.int64)
+
+    # ------------------------------------------------------------------ the mitigation's view
+
+    def handover(self, stage: ExtractionStage) -> Handover:
+        """The deployed model, its training set (the owner's own data, to fit a detector on)
+        and the query batch (images only, no labels, no client ids)."""
+        return handover_of(
+            stage,
+            training_set=(stage.split.x_train, stage.split.y_train),
+            arrays={QUERIES: {"x": stage.queries}},
+            extras={"query_batch": stage.scenario.attack.query_batch},
+        )
+
+    # ------------------------------------------------------------------ grading
+
+    def evaluate(self, stage: ExtractionStage, outputs: np.ndarray, ctx: RunContext) -> Evaluation:
+        mitigated = self._outcome(stage, outputs, ctx)
+        undefended = stage.undefended
+        scoring = stage.scenario.scoring
+        score = extraction_calibrated(
+            fidelity_none=undefended.fidelity_by_reading(),
+            fidelity_mitigated=mitigated.fidelity_by_reading(),
+            fidelity_floor=stage.floor.fidelity,
+            accuracy_none=undefended.accuracy,
+            accuracy_mitigated=mitigated.accuracy,
+            log_loss_none=undefended.log_loss,
+            log_loss_mitigated=mitigated.log_loss,
+            log_loss_label_only=stage.label_only_log_loss,
+            max_accuracy_drop=scoring.max_accuracy_drop,
+            confidence_weight=scoring.confidence_weight,
+            confidence_target=scoring.confidence_target,
+        )
+        reading = self._deciding_reading(stage, score)
+        pictures = {}
+        if ctx.out_dir is not None:
+            pictures["fidelity"] = self._picture(stage, mitigated, reading, ctx.out_dir / "fidelity.png")
+        budget = stage.scenario.attack.budget
+        return Evaluation(
+            metrics={
+                **undefended.metrics("victim"),
+                "floor.fidelity": stage.floor.fidelity,
+                "floor.copy_accuracy": stage.floor.accuracy,
+                "label_only.log_loss": stage.label_only_log_loss,
+                **mitigated.metrics("mitigated"),
+                "budget": float(budget),
+                "score": score.total,
+            },
+            score=score,
+            rows=[
+                Row("full probabilities (victim)", undefended.row()),
+                Row(
+                    "attacker's own labels only",
+                    {"fidelity": stage.floor.fidelity, "copy acc": stage.floor.accuracy},
+                    f"the floor: {len(stage.y_labelled)} labelled images, no query",
+                ),
+                Row("your API", {**mitigated.row(), "score": score.total}, f"decided by the {reading} reading"),
+            ],
+            feedback=self._feedback(stage, mitigated, score, reading),
+            pictures=pictures,
+            samples={
+                **self._samples("victim", stage),
+                "floor.fidelity": Sample.rate(len(stage.y_test), "test images"),
+                "floor.copy_accuracy": Sample.rate(len(stage.y_test), "test images"),
+                "label_only.log_loss": Sample.mean(len(stage.y_users), "users' queries"),
+                **self._samples("mitigated", stage),
+                "budget": EXACT,
+            },
+            details={
+                "scoring": scoring.model_dump(),
+                "fidelity_by_reading": {
+                    "victim": undefended.fidelity_by_reading(),
+                    "mitigated": mitigated.fidelity_by_reading(),
+                },
+            },
+        )
+
+    @staticmethod
+    def _samples(prefix: str, stage: ExtractionStage) -> dict[str, Sample]:
+        """What each metric is measured over (for `secureml verify`'s tolerances). The
+        fidelity is the most faithful of the readings' copies: derived, its tolerance
+        measured over seeds (`verify --record --seeds N`)."""
+        users = len(stage.y_users)
+        return {
+            f"{prefix}.accuracy": Sample.rate(users, "users' queries"),
+            f"{prefix}.log_loss": Sample.mean(users, "users' queries"),
+        }
+
+    @staticmethod
+    def _deciding_reading(stage: ExtractionStage, score: Score) -> str:
+        """The reading the defence removed least from (the one that decided the score); of
+        readings tied there, the one the undefended API taught most."""
+        undefended = stage.undefended.fidelity_by_reading()
+        return min(
+            stage.scenario.attack.readings,
+            key=lambda reading: (score.parts.get(f"fidelity_removed.{reading}", 1.0), -undefended[reading]),
+        )
+
+    @staticmethod
+    def _feedback(stage: ExtractionStage, mitigated: ApiOutcome, score: Score, reading: str) -> list[str]:
+        """What limited the score, in numbers, followed by the scenario's hint."""
+        hints: ExtractionHints = stage.scenario.hints
+        undefended = stage.undefended
+        notes: list[str] = []
+        same = mitigated.copies == undefended.copies
+        if same and abs(mitigated.log_loss - undefended.log_loss) < 1e-9:
+            notes.append(f"The copy is exactly as good as against the full probabilities. {hints.unchanged}")
+        elif score.parts["fidelity_removed"] < 0.7:
+            notes.append(
+                f"Trained on your answers read as {reading}, the attacker's copy agrees with your model on "
+                f"{100 * mitigated.best(reading)[1].fidelity:.0f}% of unseen images (full probabilities "
+                f"{100 * undefended.best(reading)[1].fidelity:.0f}%, its own {len(stage.y_labelled)} labelled "
+                f"images alone {100 * stage.floor.fidelity:.0f}%). {hints.copy_remaining}"
+            )
+        if score.capped_by or score.parts["usefulness"] < 0.9:
+            notes.append(
+                f"Honest users lost {100 * (undefended.accuracy - mitigated.accuracy):.1f} points of accuracy and "
+                f"keep {100 * score.parts['confidence_kept']:.0f}% of what confidences add over labels (log loss "
+                f"{mitigated.log_loss:.3f}; full probabilities {undefended.log_loss:.3f}, labels only "
+                f"{stage.label_only_log_loss:.3f}). {hints.utility_lost}"
+            )
+        return closing_hint(score, notes, [], hints.success)
+
+    def _picture(self, stage: ExtractionStage, mitigated: ApiOutcome, reading: str, path: Path) -> Path:
+        """The copy's fidelity against the queries it was trained on, undefended and mitigated."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        used = [0, *self._counts(stage)]
+        figure, axis = plt.subplots(figsize=(5.6, 3.8))
+        for label, outcome, style in (
+            ("full probabilities (undefended)", stage.undefended, "o-"),
+            ("your API", mitigated, "s-"),
+        ):
+            fidelity = [stage.floor.fidelity, *(outcome.copies[reading][count].fidelity for count in used[1:])]
+            axis.plot(used, fidelity, style, label=label)
+        axis.axhline(stage.floor.fidelity, color="grey", linestyle=":", label="own labelled images alone")
+        axis.set_xlabel("queries answered by the API")
+        axis.set_ylabel("copy's agreement with the model")
+        axis.set_ylim(0, 1)
+        axis.set_xticks(used)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="upper right")
+        axis.set_title(f"{stage.scenario.id}: ART Copycat CNN, answers read as {reading}", fontsize=10)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        return path
+
+
+FAMILY = ExtractionFamily()
