@@ -87,6 +87,7 @@ def test_the_reference_answers_the_attackers_queries_with_wrong_labels_and_score
         pytest.param("extraction_constant.py", id="constant-answer"),
         pytest.param("extraction_untrained_model.py", id="untrained-model"),
         pytest.param("extraction_reverse_sigmoid.py", id="ART-reverse-sigmoid"),
+        pytest.param("extraction_memorised_queries.py", id="memorised-public-queries"),
         pytest.param(LAB / "mitigation.py", id="starter-rounded-top-1"),
     ],
 )

@@ -37,6 +37,23 @@ def upscaled_digits(side: int, frame: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(framed.clamp(0, 1).numpy(), dtype=np.float32)
 
 
+def as_the_attacker_sends_them(images: np.ndarray, rng: np.random.Generator, shift: int = 2) -> np.ndarray:
+    """The attacker's copies of its images, each moved by up to `shift` pixels either way and
+    drawn at an ink intensity of its own (0.8 to 1.0), all drawn from `rng` (the scenario's
+    seed). Scikit-learn's digits are public: without this, an API that memorised them at
+    every size a variant may draw would recognise the attacker's queries exactly, which
+    detects nothing a real attacker with its own images would send. A variant's seed (the
+    grader's) draws other moves and intensities."""
+    import numpy as np
+
+    moved = np.empty_like(images)
+    rows, cols = rng.integers(-shift, shift + 1, size=(2, len(images)))
+    for index, image in enumerate(images):
+        moved[index] = np.roll(image, (rows[index], cols[index]), axis=(-2, -1))
+    gain = rng.uniform(0.8, 1.0, size=(len(images),) + (1,) * (images.ndim - 1))
+    return np.ascontiguousarray(moved * gain, dtype=np.float32)
+
+
 def _soft_cross_entropy():
     """Cross-entropy against a target distribution. A loss that is not torch's
     CrossEntropyLoss keeps ART's PyTorchClassifier from reducing soft targets to their

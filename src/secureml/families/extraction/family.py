@@ -33,7 +33,7 @@ from secureml.families.base import (
     Sample,
     handover_of,
 )
-from secureml.families.extraction.attacks import steal, upscaled_digits
+from secureml.families.extraction.attacks import as_the_attacker_sends_them, steal, upscaled_digits
 from secureml.families.extraction.config import ExtractionScenario
 from secureml.families.inversion.family import ProtectTools, QueryInversionFamily, closing_hint
 from secureml.randomness import derive_seed, generator
@@ -170,9 +170,11 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         )
         test_rows = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([labelled_rows, user_rows]))
         digits = upscaled_digits(attack.digit_side, split.shape)
-        attacker_queries = digits[
-            generator(scenario.seed, "attacker-queries").permutation(len(digits))[: attack.budget]
-        ]
+        attacker_queries = as_the_attacker_sends_them(
+            digits[generator(scenario.seed, "attacker-queries").permutation(len(digits))[: attack.budget]],
+            generator(scenario.seed, "attacker-jitter"),
+            shift=min(2, (min(split.shape[-2:]) - attack.digit_side) // 2),  # never across the frame's edge
+        )
         batch = np.concatenate([attacker_queries, split.x_test[user_rows]])
         order = generator(scenario.seed, "query-order").permutation(len(batch))
         position = np.argsort(order)  # where each query ended up in the shuffled batch
