@@ -63,8 +63,7 @@ def _run(loaded, mitigation: Path | None = None) -> runner.RunResult:
 def test_an_undefended_api_lets_the_copy_agree_with_the_model_far_above_its_own_labels(small):
     evaluation = _run(small).evaluation
     metrics = evaluation.metrics
-    # Measured on this variant: floor 0.472, labels 0.538, soft 0.552 (seed 1234); on the
-    # shipped scenario 0.478, 0.632 and 0.721.
+    # Measured on the shipped scenario (floor, labels, soft): 0.478, 0.746 and 0.844.
     assert metrics["victim.fidelity"] >= metrics["floor.fidelity"] + 0.05
     fidelity = evaluation.details["fidelity_by_reading"]["victim"]
     assert fidelity["labels"] >= metrics["floor.fidelity"] + 0.03, "labels alone must teach the copy"
