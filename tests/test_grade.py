@@ -617,6 +617,31 @@ def test_a_defence_hard_coded_to_the_public_scenario_scores_the_lower_variant_sc
     assert hardcoded.metrics["public.score"] >= 80 and hardcoded.score <= 10
 
 
+@needs_bwrap
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario_id", "owasp"), [("membership-01", "ML04"), ("extraction-01", "ML05")])
+def test_the_privacy_and_theft_labs_grade_in_the_sandbox_on_their_automatic_variant(scenario_id, owasp,
+                                                                                   session_cache, tmp_path):
+    # The two families of issue 13 through the same grader: sandbox, worker, automatic variant.
+    loaded = scenario.load(scenario_id)
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for trainee, lab_file in (("reference", "solution.py"), ("starter", "mitigation.py")):
+        shutil.copy(REPO / "labs" / scenario_id / lab_file, folder / f"{trainee}.py")
+    settings = GradeSettings(limits=Limits(timeout_s=300, memory_mb=3072), cache_dir=session_cache,
+                             pictures=False, variant_seed=VARIANT_SEED)
+    with Gradebook.open(tmp_path / "gradebook.db") as book:
+        report = grade_workshop(loaded, folder, book, settings)
+    rows = {row.trainee: row for row in report.graded}
+    assert report.automatic_variant
+    assert rows["reference"].status == rows["starter"].status == "ok", (
+        rows["reference"].error, rows["starter"].error)
+    for row in rows.values():
+        assert row.score == min(row.metrics["public.score"], row.metrics["variant.score"])
+        assert row.taxonomy["owasp"] == owasp
+    assert rows["reference"].score >= 80 and rows["starter"].score <= 10
+
+
 def test_a_failure_on_the_variant_shows_its_kind_and_line_never_its_message():
     from secureml.grading.job import _variant_error
 
