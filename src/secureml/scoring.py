@@ -248,35 +248,64 @@ def inversion_api_calibrated(
     clients bet on (log loss, a proper scoring rule: only calibrated confidences lower it),
     so "labels only" is a floor of leakage, not of the score.
     """
-    headrooms = {view: none - identification_label_only[view] for view, none in identification_none.items()}
-    removed = {
-        view: _share_removed(identification_none[view], identification_mitigated[view], headroom)
-        for view, headroom in headrooms.items()
-        if headroom > MIN_VIEW_HEADROOM
-    }
-    leakage_removed = min(removed.values(), default=0.0)
-    usefulness = _api_usefulness(
-        accuracy_none=accuracy_none,
-        accuracy_mitigated=accuracy_mitigated,
-        log_loss_none=log_loss_none,
-        log_loss_mitigated=log_loss_mitigated,
-        log_loss_label_only=log_loss_label_only,
+    return _worst_reading_times_usefulness(
+        "leakage-confidence-calibrated",
+        "leakage_removed",
+        none=identification_none,
+        mitigated=identification_mitigated,
+        floor=identification_label_only,
+        min_headroom=MIN_VIEW_HEADROOM,
+        no_headroom="the full API let the attacker identify users no better than labels alone",
+        usefulness=_api_usefulness(
+            accuracy_none=accuracy_none,
+            accuracy_mitigated=accuracy_mitigated,
+            log_loss_none=log_loss_none,
+            log_loss_mitigated=log_loss_mitigated,
+            log_loss_label_only=log_loss_label_only,
+            max_accuracy_drop=max_accuracy_drop,
+            confidence_weight=confidence_weight,
+            confidence_target=confidence_target,
+        ),
         max_accuracy_drop=max_accuracy_drop,
-        confidence_weight=confidence_weight,
-        confidence_target=confidence_target,
     )
+
+
+def _worst_reading_times_usefulness(
+    method: str,
+    factor: str,
+    *,
+    none: Mapping[str, float],
+    mitigated: Mapping[str, float],
+    floor: Mapping[str, float],
+    min_headroom: float,
+    no_headroom: str,
+    usefulness: dict[str, float],
+    max_accuracy_drop: float,
+) -> Score:
+    """A prediction API's score: what it removed, for the reading of its outputs (a view, a
+    way to train a copy) it removed least from, times what it is still worth to a client.
+
+    Each reading is calibrated against its own floor; a reading whose undefended value is
+    within `min_headroom` of its floor measures only noise and is left out."""
+    headrooms = {reading: value - floor[reading] for reading, value in none.items()}
+    removed = {
+        reading: _share_removed(none[reading], mitigated[reading], headroom)
+        for reading, headroom in headrooms.items()
+        if headroom > min_headroom
+    }
+    share_removed = min(removed.values(), default=0.0)
     parts = {
-        "leakage_removed": leakage_removed,
+        factor: share_removed,
         **usefulness,
-        **{f"leakage_removed.{view}": value for view, value in removed.items()},
+        **{f"{factor}.{reading}": value for reading, value in removed.items()},
     }
     return _gained_times_kept(
-        "leakage-confidence-calibrated",
+        method,
         parts,
-        gained=leakage_removed,
+        gained=share_removed,
         kept=usefulness["usefulness"],
-        headroom=max((headrooms[view] for view in removed), default=0.0),
-        no_headroom="the full API let the attacker identify users no better than labels alone",
+        headroom=max((headrooms[reading] for reading in removed), default=0.0),
+        no_headroom=no_headroom,
         lost="accuracy",
         drop=usefulness["accuracy_drop"],
         max_drop=max_accuracy_drop,
@@ -355,38 +384,25 @@ def extraction_calibrated(
     against the same floor, and the one the defence removes least from decides: rounding
     or flattening the scores leaves the labels, and a copy trained on labels, as they were.
     """
-    headrooms = {reading: none - fidelity_floor for reading, none in fidelity_none.items()}
-    removed = {
-        reading: _share_removed(fidelity_none[reading], fidelity_mitigated[reading], headroom)
-        for reading, headroom in headrooms.items()
-        if headroom > MIN_READING_HEADROOM
-    }
-    fidelity_removed = min(removed.values(), default=0.0)
-    usefulness = _api_usefulness(
-        accuracy_none=accuracy_none,
-        accuracy_mitigated=accuracy_mitigated,
-        log_loss_none=log_loss_none,
-        log_loss_mitigated=log_loss_mitigated,
-        log_loss_label_only=log_loss_label_only,
-        max_accuracy_drop=max_accuracy_drop,
-        confidence_weight=confidence_weight,
-        confidence_target=confidence_target,
-    )
-    parts = {
-        "fidelity_removed": fidelity_removed,
-        **usefulness,
-        **{f"fidelity_removed.{reading}": value for reading, value in removed.items()},
-    }
-    return _gained_times_kept(
+    return _worst_reading_times_usefulness(
         "fidelity-confidence-calibrated",
-        parts,
-        gained=fidelity_removed,
-        kept=usefulness["usefulness"],
-        headroom=max((headrooms[reading] for reading in removed), default=0.0),
+        "fidelity_removed",
+        none=fidelity_none,
+        mitigated=fidelity_mitigated,
+        floor=dict.fromkeys(fidelity_none, fidelity_floor),
+        min_headroom=MIN_READING_HEADROOM,
         no_headroom="the undefended API taught the copy no more than the attacker's own labelled images",
-        lost="accuracy",
-        drop=usefulness["accuracy_drop"],
-        max_drop=max_accuracy_drop,
+        usefulness=_api_usefulness(
+            accuracy_none=accuracy_none,
+            accuracy_mitigated=accuracy_mitigated,
+            log_loss_none=log_loss_none,
+            log_loss_mitigated=log_loss_mitigated,
+            log_loss_label_only=log_loss_label_only,
+            max_accuracy_drop=max_accuracy_drop,
+            confidence_weight=confidence_weight,
+            confidence_target=confidence_target,
+        ),
+        max_accuracy_drop=max_accuracy_drop,
     )
 
 

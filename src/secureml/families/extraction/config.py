@@ -121,15 +121,7 @@ class ExtractionScenario(ScenarioBase):
     def scoring_formula(self) -> str:
         from secureml.scoring import EXTRACTION_FORMULA
 
-        scoring = self.scoring
-        return EXTRACTION_FORMULA.format(
-            max_accuracy_drop=scoring.max_accuracy_drop,
-            max_accuracy_drop_points=100 * scoring.max_accuracy_drop,
-            confidence_weight=scoring.confidence_weight,
-            confidence_target=scoring.confidence_target,
-            client_smoothing=scoring.client_smoothing,
-            label_only_score=100 * (1 - scoring.confidence_weight),
-        )
+        return EXTRACTION_FORMULA.format(**self.scoring.formula_values())
 
     @model_validator(mode="after")
     def _holdout_leaves_a_test_set(self) -> ExtractionScenario:

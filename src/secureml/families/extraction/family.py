@@ -322,9 +322,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
             log_loss_none=undefended.log_loss,
             log_loss_mitigated=mitigated.log_loss,
             log_loss_label_only=stage.label_only_log_loss,
-            max_accuracy_drop=scoring.max_accuracy_drop,
-            confidence_weight=scoring.confidence_weight,
-            confidence_target=scoring.confidence_target,
+            **scoring.usefulness_settings(),
         )
         reading = self._deciding_reading(stage, score)
         pictures = {}

@@ -138,6 +138,25 @@ class ApiInversionScoring(StrictModel):
         "(bounds a confidently wrong answer's log loss)",
     )  # fmt: skip
 
+    def formula_values(self) -> dict[str, float]:
+        """The numbers an API scoring formula's text is filled with (scoring.*_FORMULA)."""
+        return {
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "max_accuracy_drop_points": 100 * self.max_accuracy_drop,
+            "confidence_weight": self.confidence_weight,
+            "confidence_target": self.confidence_target,
+            "client_smoothing": self.client_smoothing,
+            "label_only_score": 100 * (1 - self.confidence_weight),
+        }
+
+    def usefulness_settings(self) -> dict[str, float]:
+        """What scoring._api_usefulness takes from the scenario file."""
+        return {
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "confidence_weight": self.confidence_weight,
+            "confidence_target": self.confidence_target,
+        }
+
 
 class InversionHints(StrictModel):
     """Texts shown to the trainee after the score, chosen by what limited it."""
@@ -207,15 +226,7 @@ class InversionApiScenario(_InversionScenario):
     def scoring_formula(self) -> str:
         from secureml.scoring import INVERSION_API_FORMULA
 
-        scoring = self.scoring
-        return INVERSION_API_FORMULA.format(
-            max_accuracy_drop=scoring.max_accuracy_drop,
-            max_accuracy_drop_points=100 * scoring.max_accuracy_drop,
-            confidence_weight=scoring.confidence_weight,
-            confidence_target=scoring.confidence_target,
-            client_smoothing=scoring.client_smoothing,
-            label_only_score=100 * (1 - scoring.confidence_weight),
-        )
+        return INVERSION_API_FORMULA.format(**self.scoring.formula_values())
 
     @model_validator(mode="after")
     def _secret_classes_are_classes(self) -> InversionApiScenario:

@@ -749,9 +749,7 @@ class QueryInversionFamily(Family[ApiStage, "np.ndarray"], _InversionFamily):
             log_loss_none=undefended.log_loss,
             log_loss_mitigated=mitigated.log_loss,
             log_loss_label_only=label_only.log_loss,
-            max_accuracy_drop=scoring.max_accuracy_drop,
-            confidence_weight=scoring.confidence_weight,
-            confidence_target=scoring.confidence_target,
+            **scoring.usefulness_settings(),
         )
         view = self._deciding_view(stage, score)
         pictures = {}
