@@ -24,9 +24,10 @@ from secureml.families.base import RunContext
 
 GAMING = REPO / "tests" / "gaming"
 LAB = REPO / "labs" / "extraction-01"
-# The shipped victim (shared with the CLI tests through the session cache); a smaller attack.
-# Half the budget and half the steps: each copy takes about a second of CPU.
-FASTER_ATTACK = {"budget": 500, "curve": [0.5], "epochs": 12}
+# The shipped victim (shared with the CLI tests through the session cache); a smaller attack:
+# the shipped budget and steps (fewer made the copy on labels no better than the floor, 0.48
+# against 0.46, once the queries were held-out scans), but copies at two budgets, not three.
+FASTER_ATTACK = {"curve": [0.5]}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,7 +64,7 @@ def _run(loaded, mitigation: Path | None = None) -> runner.RunResult:
 def test_an_undefended_api_lets_the_copy_agree_with_the_model_far_above_its_own_labels(small):
     evaluation = _run(small).evaluation
     metrics = evaluation.metrics
-    # Measured on the shipped scenario (floor, labels, soft): 0.478, 0.746 and 0.844.
+    # Measured on the shipped scenario (floor, labels, soft): 0.466, 0.677 and 0.788.
     assert metrics["victim.fidelity"] >= metrics["floor.fidelity"] + 0.05
     fidelity = evaluation.details["fidelity_by_reading"]["victim"]
     assert fidelity["labels"] >= metrics["floor.fidelity"] + 0.03, "labels alone must teach the copy"
@@ -86,7 +87,6 @@ def test_the_reference_answers_the_attackers_queries_with_wrong_labels_and_score
         pytest.param("extraction_constant.py", id="constant-answer"),
         pytest.param("extraction_untrained_model.py", id="untrained-model"),
         pytest.param("extraction_reverse_sigmoid.py", id="ART-reverse-sigmoid"),
-        pytest.param("extraction_memorised_queries.py", id="memorised-public-queries"),
         pytest.param(LAB / "mitigation.py", id="starter-rounded-top-1"),
     ],
 )

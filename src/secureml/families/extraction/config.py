@@ -32,9 +32,11 @@ class CopycatAttack(StrictModel):
     together with the few labelled images it owns."""
 
     name: Literal["copycat"]
-    budget: int = Field(gt=0, le=1797, description="queries the attacker sends (its scikit-learn digits)")
+    budget: int = Field(
+        gt=0, description="queries the attacker sends: held-out digits of its own, read by another scanner"
+    )
     digit_side: int = Field(
-        default=20, ge=8, le=28, description="the attacker's 8x8 digits are upscaled to this side, centred"
+        default=20, ge=8, le=28, description="the attacker's 8x8 scans are upscaled to this side, centred"
     )
     copy_arch: str = Field(default="cnn", description="the copy's architecture (secureml.models)")
     epochs: int = Field(gt=0, le=200)
@@ -125,10 +127,10 @@ class ExtractionScenario(ScenarioBase):
 
     @model_validator(mode="after")
     def _holdout_leaves_a_test_set(self) -> ExtractionScenario:
-        left = self.dataset.test_size - self.holdout.labelled - self.holdout.users
+        left = self.dataset.test_size - self.holdout.labelled - self.holdout.users - self.attack.budget
         if left < 100:
             raise ValueError(
-                f"holdout.labelled + holdout.users must leave at least 100 of dataset.test_size "
+                f"holdout.labelled + holdout.users + attack.budget must leave at least 100 of dataset.test_size "
                 f"({self.dataset.test_size}) to measure the copies on, found {left}"
             )
         return self

@@ -3,8 +3,8 @@
 The trainee's `protect(model, tools)` returns the prediction API. The child calls it on
 one fixed batch of queries the grader chose, 100 at a time, and sends back the output
 vectors only; the grader trains the copies on them in its own process. The batch is the
-attacker's queries (scikit-learn's digits, upscaled: handwriting from another
-distribution) and honest users' test images, shuffled together, unlabelled, without a
+attacker's queries (held-out handwriting read by another, low-resolution scanner and
+upscaled: another distribution) and honest users' test images, shuffled together, unlabelled, without a
 client id: the API judges each query on its own.
 
 The attacker (ART's Copycat CNN) trains a copy on its own few labelled images and the
@@ -33,7 +33,7 @@ from secureml.families.base import (
     Sample,
     handover_of,
 )
-from secureml.families.extraction.attacks import as_the_attacker_sends_them, steal, upscaled_digits
+from secureml.families.extraction.attacks import as_the_attacker_sends_them, rescanned, steal
 from secureml.families.extraction.config import ExtractionScenario
 from secureml.families.inversion.family import ProtectTools, QueryInversionFamily, closing_hint
 from secureml.randomness import derive_seed, generator
@@ -168,10 +168,13 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         labelled_rows, user_rows = stratified_split(
             split.y_test, holdout.labelled, holdout.users, generator(scenario.seed, "holdout"), dataset=split.name
         )
-        test_rows = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([labelled_rows, user_rows]))
-        digits = upscaled_digits(attack.digit_side, split.shape)
+        rest = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([labelled_rows, user_rows]))
+        rest = rest[generator(scenario.seed, "attacker-queries").permutation(len(rest))]
+        # The attacker's unlabelled pages: held-out digits, read by another scanner; the rest
+        # of the pool measures the copies. Neither is ever shown to the trainee.
+        scanned_rows, test_rows = rest[: attack.budget], np.sort(rest[attack.budget :])
         attacker_queries = as_the_attacker_sends_them(
-            digits[generator(scenario.seed, "attacker-queries").permutation(len(digits))[: attack.budget]],
+            rescanned(split.x_test[scanned_rows], attack.digit_side),
             generator(scenario.seed, "attacker-jitter"),
             shift=min(2, (min(split.shape[-2:]) - attack.digit_side) // 2),  # never across the frame's edge
         )
