@@ -127,7 +127,10 @@ def test_run_variant_auto_redraws_a_variant_that_cannot_be_built_as_the_grader_d
         if variant.config_sha256() == first.config_sha256():
             raise scenario.ConfigError("the backdoor did not take hold", field="attack")
 
+    built = []
+
     def prepare_stage(variant, ctx, watch=None):
+        built.append(variant.config_sha256())
         refuse_the_first_draw(variant)
         return prepare(variant, ctx, watch)
 
@@ -137,6 +140,7 @@ def test_run_variant_auto_redraws_a_variant_that_cannot_be_built_as_the_grader_d
     payload = json.loads(result.stdout)
     expected = variants.first_valid_variant(public, 11, refuse_the_first_draw)
     assert payload["config_sha256"] == expected.config_sha256() != first.config_sha256()
+    assert built == [first.config_sha256(), expected.config_sha256()], "the accepted variant's stage is built once"
     assert payload["variant"]["variant_seed"] == 11
 
 

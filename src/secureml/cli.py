@@ -397,12 +397,14 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
         out_dir = out_dir or Path("out") / loaded.id
         _set_threads(threads)
         ctx = _context(out_dir, data_root, device, no_cache, quiet=as_json)
+        prepared: list[runner.Prepared] = []
         if variant_seed is not None:
             # As the grader draws it: a variant whose stage cannot be built (e.g. its backdoor
-            # did not take hold) gives way to the next one drawn from the same seed.
+            # did not take hold) gives way to the next one drawn from the same seed. The
+            # accepted variant's stage is kept for its run.
             with ctx.progress:
                 loaded = variants.first_valid_variant(
-                    loaded, variant_seed, lambda variant: runner.prepare_stage(variant, ctx)
+                    loaded, variant_seed, lambda variant: prepared.append(runner.Prepared.build(variant, ctx))
                 )
         results = []
         if variant_seed is not None and not as_json:
@@ -413,7 +415,8 @@ def run(scenario_id, mitigation, out_dir, variant, variant_seed, seed, seeds, da
             for each_seed in runner.seeds_for(loaded, seeds):
                 ctx.out_dir = out_dir if seeds == 1 else out_dir / f"seed-{each_seed}"
                 results.append(
-                    runner.run(loaded.with_seed(each_seed), mitigation=mitigation, ctx=ctx, variant_seed=variant_seed)
+                    runner.run(loaded.with_seed(each_seed), mitigation=mitigation, ctx=ctx, variant_seed=variant_seed,
+                               prepared=prepared[-1] if prepared else None)
                 )
         if seeds == 1:
             payload = results[0].to_json()

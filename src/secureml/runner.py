@@ -105,6 +105,24 @@ def prepare_stage(scenario: ScenarioBase, ctx: RunContext, watch: Stopwatch | No
     return family, split, stage
 
 
+@dataclass
+class Prepared:
+    """A scenario's stage, built once: e.g. while drawing an automatic variant, whose stage
+    decides whether the variant is valid, and then run with the trainee's mitigation."""
+
+    scenario: ScenarioBase
+    family: Any
+    split: Any
+    stage: Any
+    watch: Stopwatch
+
+    @classmethod
+    def build(cls, scenario: ScenarioBase, ctx: RunContext) -> Prepared:
+        watch = Stopwatch()
+        family, split, stage = prepare_stage(scenario, ctx, watch)
+        return cls(scenario, family, split, stage, watch)
+
+
 def run(
     scenario: ScenarioBase,
     *,
@@ -112,16 +130,20 @@ def run(
     ctx: RunContext,
     hidden_variant: bool = False,
     variant_seed: int | None = None,
+    prepared: Prepared | None = None,
 ) -> RunResult:
     """Run the scenario with a trainee's mitigation (a file, a function object, or none) in
-    this process."""
+    this process. `prepared`: this scenario's stage, already built (`Prepared.build`)."""
     from secureml.mitigation import load_mitigation, run_in_process
 
-    watch = Stopwatch()
     family = family_of(scenario)
     # A broken file fails before minutes of training, not after.
     loaded = load_mitigation(mitigation, family.function_name) if mitigation is not None else None
-    family, split, stage = prepare_stage(scenario, ctx, watch)
+    if prepared is None or (prepared.scenario.config_sha256(), prepared.scenario.seed) != (
+        scenario.config_sha256(), scenario.seed
+    ):
+        prepared = Prepared.build(scenario, ctx)
+    family, split, stage, watch = prepared.family, prepared.split, prepared.stage, prepared.watch
     with watch.stage("mitigation"):
         if loaded is None:
             raw = family.no_mitigation(stage)
