@@ -96,6 +96,42 @@ def test_the_grader_passes_the_arguments_the_declaration_names(tmp_path):
     assert set(raw.arrays) == set(FAMILY.tools(_inputs(folder)).build().state_dict())
 
 
+def test_unseeded_draws_in_the_trainee_code_depend_on_the_scenario_seed_not_on_the_process(tmp_path):
+    """In-process runs (`run`, `verify`) follow earlier work in the same process: a layer built
+    from torch's global generator must come out the same whatever ran before, as it does in
+    the grader's fresh child. The caller's generators are left where they were."""
+    import random
+
+    import torch
+
+    from secureml.families.inversion.family import FAMILY
+
+    folder = _handover(tmp_path / "inputs")
+
+    def train(x, y, tools):
+        model = tools.build()
+        with torch.no_grad():
+            model[-1].weight.add_(torch.randn_like(model[-1].weight) + float(np.random.rand()) + random.random())
+        return model
+
+    module = types.ModuleType("trainee")
+    module.train = train
+    drawn = []
+    for leftover in (0, 1):
+        torch.manual_seed(leftover)
+        np.random.seed(leftover)
+        random.seed(leftover)
+        raw = FAMILY.run_mitigation(module, folder)
+        drawn.append({name: np.array(value) for name, value in raw.arrays.items()})
+        after = (torch.rand(1).item(), np.random.rand(), random.random())
+        torch.manual_seed(leftover)
+        np.random.seed(leftover)
+        random.seed(leftover)
+        assert after == (torch.rand(1).item(), np.random.rand(), random.random())
+    assert drawn[0].keys() == drawn[1].keys()
+    assert all(np.array_equal(drawn[0][name], drawn[1][name]) for name in drawn[0])
+
+
 # --------------------------------------------------------------------------- one Tools
 
 

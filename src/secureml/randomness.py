@@ -39,3 +39,27 @@ def numpy_global_seed(seed: int) -> Iterator[None]:
         yield
     finally:
         np.random.set_state(saved)
+
+
+@contextmanager
+def global_seeds(seed: int) -> Iterator[None]:
+    """Seed Python's, numpy's and torch's global generators for one call, then restore them.
+
+    For code we do not own that may draw from them (a trainee's mitigation), so that what it
+    draws depends on the scenario's seed alone, not on what ran earlier in the process.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    saved_python, saved_numpy = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(saved_python)
+        np.random.set_state(saved_numpy)

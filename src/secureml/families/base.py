@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 
 from secureml.errors import MitigationError
 from secureml.progress import NO_PROGRESS, Progress
+from secureml.randomness import derive_seed, global_seeds
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -401,7 +402,11 @@ class Family(ABC, Generic[Stage, Output]):
         if "model" in self.call.parameters:
             arguments["model"] = tools.victim()
         function = getattr(module, self.call.name)
-        return self.encode(function(*[arguments[name] for name in self.call.parameters]), inputs)
+        # Unseeded draws in the trainee's code (a layer built from torch's global generator,
+        # np.random.choice) take the scenario's seed, not whatever ran before in this process:
+        # in-process runs (`run`, `verify`) then agree with the grader's fresh children.
+        with global_seeds(derive_seed(inputs.seed, "mitigation")):
+            return self.encode(function(*[arguments[name] for name in self.call.parameters]), inputs)
 
     @staticmethod
     def cached(
