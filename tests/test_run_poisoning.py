@@ -167,30 +167,40 @@ def _score(loaded, mitigation):
     return runner.run(loaded, mitigation=mitigation, ctx=RunContext(cache=Cache())).evaluation
 
 
-def _variant_4():
-    # Variant 4 of poisoning-01: target 5, a bright 4x4 checkerboard at the bottom edge,
-    # mid-width, in no corner. (At half size, variant 0's checkerboard inside the digits
-    # took hold only at 0.54.)
-    loaded = _small_variant("poisoning-01", 4)
-    assert (loaded.attack.target_class, loaded.attack.trigger.kind) == (5, "checker")
+# Automatic variants of poisoning-01 at half size, one per kind of look: 4 is a bright 4x4
+# checkerboard at the bottom edge, mid-width, in no corner (target 5); 1 is noise blended
+# into the whole image at alpha 0.2 (target 2); 10 is a dark 7x7 square over the middle of
+# the digit (target 7). At half size the backdoors are weaker than at full size (variant
+# 0's checkerboard inside the digits took hold at 0.54, variant 10's square at 0.76), and
+# a weak backdoor makes the retrained models' ASR noisy: the corner filter scored 12.8 on
+# variant 8's dark square (victim ASR 0.79), 0-4.5 on variants 1, 10, 11 and 13.
+VARIANTS = {4: "checker", 1: "blend", 10: "square"}
+
+
+def _variant(variant_seed: int):
+    loaded = _small_variant("poisoning-01", variant_seed)
+    assert loaded.attack.trigger.kind == VARIANTS[variant_seed]
     return loaded
 
 
 @pytest.mark.slow
-def test_gaming_filters_score_near_zero_on_a_variant():
-    loaded = _variant_4()
+@pytest.mark.parametrize("variant_seed", list(VARIANTS))
+def test_gaming_filters_score_near_zero_on_a_variant(variant_seed):
+    loaded = _variant(variant_seed)
     for gaming in ("poisoning_corner_filter.py", "poisoning_public_trigger.py", "poisoning_drop_clean.py"):
         evaluation = _score(loaded, GAMING / gaming)
-        assert evaluation.metrics["victim.attack_success_rate"] > 0.9, "the variant's backdoor must take hold"
+        assert evaluation.metrics["victim.attack_success_rate"] > 0.7, "the variant's backdoor must take hold"
         assert evaluation.score.total <= 10, (gaming, evaluation.metrics)
 
 
 @pytest.mark.slow
-def test_the_reference_still_scores_high_on_a_variant():
-    # Its thresholds are relative to the data (a plurality vote, an outlier cut among the
-    # labels), so a trigger and a target it never saw change nothing. Before, its fixed
-    # thresholds dropped nothing here and it scored 0.
-    reference = _score(_variant_4(), LAB / "solution.py")
+@pytest.mark.parametrize("variant_seed", list(VARIANTS))
+def test_the_reference_still_scores_high_on_a_variant(variant_seed):
+    # Nothing in it depends on the trigger's look, place or target: a plurality vote and an
+    # outlier cut among the labels, and clusters judged by how evenly they resemble the
+    # other labels. Its k-NN vote alone scored 0 on blends and dark squares (measured: 84.3,
+    # 87.3 and 93.8 on these three at half size).
+    reference = _score(_variant(variant_seed), LAB / "solution.py")
     assert reference.metrics["mitigated.poison_removed"] > 0.9, reference.metrics
     assert reference.score.total >= 80, reference.metrics
 

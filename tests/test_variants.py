@@ -42,16 +42,21 @@ def test_poisoning_variants_never_keep_the_public_target_and_move_the_trigger(sc
     assert len(positions) > 50, "triggers must not sit in a few guessable places"
 
 
-def test_badnets_variants_draw_bright_checkerboards_anywhere_even_on_the_digit():
-    # Only the look the lab's reference finds (poisoning/config.py, LOOKS): dark squares
-    # and blends take hold too, but the reference scored 0 on them (its k-NN vote removes
-    # no blended poison), and a grade is the lower of the public and the variant score.
-    # They stay available to hidden variants.
+def test_badnets_variants_draw_every_look_bright_grey_dark_and_blended_anywhere():
+    # A filter written for one look (bright marks in a corner, checkerboards) meets the others
+    # on most graded variants. Each look took hold at 10% poison and the lab's reference
+    # finds each of them (poisoning/config.py, LOOKS).
     loaded = scenario.load("poisoning-01")
     drawn = [variants.draw_variant(loaded, variant_seed).attack.trigger for variant_seed in range(200)]
-    assert {(trigger.kind, trigger.pixel_value) for trigger in drawn} == {("checker", 1.0)}
-    centre = [t for t in drawn if 8 <= t.row <= 16 and 8 <= t.col <= 16]
-    corners = [t for t in drawn if t.row in (0, 24) and t.col in (0, 24)]
+    assert {trigger.kind for trigger in drawn} == {"checker", "pattern", "square", "blend"}
+    values = {getattr(trigger, "pixel_value", None) for trigger in drawn}
+    assert {0.0, 0.5, 1.0} <= values, "dark, mid-grey and bright marks"
+    assert any(trigger.kind == "blend" and trigger.alpha >= 0.2 for trigger in drawn)
+    bright = [t for t in drawn if t.kind != "blend" and t.pixel_value == 1.0]
+    assert len(bright) < 0.75 * len(drawn), "most variants are not a bright mark"
+    marks = [t for t in drawn if t.kind != "blend"]
+    centre = [t for t in marks if 8 <= t.row <= 16 and 8 <= t.col <= 16]
+    corners = [t for t in marks if t.row in (0, 24) and t.col in (0, 24)]
     assert centre, "some triggers sit in the middle of the digit, not near an edge"
     assert len(corners) < 20, "the public corner is no better a guess than anywhere else"
 

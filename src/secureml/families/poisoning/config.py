@@ -113,17 +113,15 @@ Trigger = Annotated[
 # places reached ASR 0.25-0.49 (effect over the poison-free model 0.24-0.46) on 6 of them,
 # and 0.11 on the seventh (target 4, bottom-left), so clean-label variants are 7x7.
 #
-# Automatic variants draw only looks the lab's reference finds. Measured on poisoning-01 at
-# full size with its reference (activation clustering + pixel-space label agreement):
-# bright 4x4 checkerboards at (0,12) target 5, (22,3) target 8, (12,20) target 1 scored
-# 78.2, 86.6 and 99.4 (victim ASR 0.97-0.99, poison removed 0.985-1.0); a dark 7x7 square
-# in the middle (variant 7 before this) and a blend at alpha 0.2 (variant 1) both scored
-# 0: the victim's activations do not split the poison from the target's own digits, and
-# the poison's pixel neighbours are each other. Those looks stay in the schema for hidden
-# variants ("edge-mark", "blended" and "dark-square" in draw_trigger take hold too); the
-# automatic variants draw them again once a reference finds them.
+# Automatic variants draw only looks the lab's reference finds. poisoning-01's reference
+# (a pixel k-NN vote, and activation clustering on the victim's activations and on the
+# pixels, each cluster judged by how evenly its look-alikes spread over the other labels)
+# scored 87.2-99.7 at full size on 12 variants of each look below (48 in all; seeds,
+# targets and positions drawn as a variant draws them) and 96.8-97.5 on the public trigger
+# over 3 seeds. The k-NN vote alone scored 0 on every dark square and every blend: the
+# poison's nearest neighbours were each other.
 LOOKS = {
-    "badnets": ("bright-checker",),
+    "badnets": ("bright-checker", "edge-mark", "blended", "dark-square"),
     "clean-label": ("clean-label-checker",),
 }
 
