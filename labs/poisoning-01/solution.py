@@ -102,7 +102,7 @@ def suspect_labels(y, voted, num_classes):
     return np.maximum(modified_z(shed), modified_z(shed - gained)) > OUTLIER_Z
 
 
-def look_alikes(x, y, rows, label, k):
+def look_alikes(x, y, rows, label, k, num_classes):
     """For each of `rows` (all labelled `label`): the plurality label of its k nearest images
     of the *other* labels, by Euclidean distance in pixel space."""
     flat = x.reshape(len(x), -1).astype(np.float32)
@@ -110,20 +110,16 @@ def look_alikes(x, y, rows, label, k):
     squared = (flat**2).sum(axis=1)
     distances = squared[rows, None] - 2 * flat[rows] @ flat[others].T + squared[None, others]
     nearest = others[np.argpartition(distances, k, axis=1)[:, :k]]
-    votes = np.stack([(y[nearest] == other).sum(axis=1) for other in range(int(y.max()) + 1)], axis=1)
-    return votes.argmax(axis=1)
+    return plurality(y, nearest, np.ones(len(y), dtype=bool), num_classes)
 
 
-def entropy(labels, num_classes):
+def spread(labels, label, num_classes):
+    """How evenly `labels` (look-alikes of samples labelled `label`) cover the other labels:
+    whether each has at least half of an even share, and their entropy in nats."""
     share = np.bincount(labels, minlength=num_classes) / len(labels)
-    share = share[share > 0]
-    return float(-(share * np.log(share)).sum())
-
-
-def every_other_label(labels, label, num_classes):
-    """Whether every label but `label` has at least half of an even share of `labels`."""
-    share = np.bincount(labels, minlength=num_classes) / len(labels)
-    return bool(np.all(np.delete(share, label) >= 0.5 / (num_classes - 1)))
+    every = bool(np.all(np.delete(share, label) >= 0.5 / (num_classes - 1)))
+    present = share[share > 0]
+    return every, float(-(present * np.log(present)).sum())
 
 
 def split(points, seed, parts=2):
@@ -149,16 +145,15 @@ def most_mixed_cluster(x, y, tools):
         or None for a cluster too small or too plain to be poison."""
         if len(rows) < CLUSTER_MIN:
             return None
-        every = every_other_label(alike[rows], y[rows[0]], tools.num_classes)
-        spread = entropy(alike[rows], tools.num_classes)
-        return (every, spread) if every or spread > MIXED * np.log(tools.num_classes - 1) else None
+        every, entropy = spread(alike[rows], y[rows[0]], tools.num_classes)
+        return (every, entropy) if every or entropy > MIXED * np.log(tools.num_classes - 1) else None
 
     best, most = np.array([], dtype=np.int64), None
     for label in range(tools.num_classes):
         rows = np.flatnonzero(y == label)
         if len(rows) < 2 * CLUSTER_MIN:
             continue
-        alike[rows] = look_alikes(x, y, rows, label, NEIGHBOURS)
+        alike[rows] = look_alikes(x, y, rows, label, NEIGHBOURS, tools.num_classes)
         for space, parts in itertools.product(spaces, PARTS):
             clusters = split(space[rows], tools.seed, parts)
             for members in (rows[clusters == part] for part in range(parts)):

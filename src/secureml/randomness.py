@@ -50,16 +50,13 @@ def global_seeds(seed: int) -> Iterator[None]:
     """
     import random
 
-    import numpy as np
     import torch
 
-    saved_python, saved_numpy = random.getstate(), np.random.get_state()
+    saved = random.getstate()
     random.seed(seed)
-    np.random.seed(seed)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with numpy_global_seed(seed), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             yield
     finally:
-        random.setstate(saved_python)
-        np.random.set_state(saved_numpy)
+        random.setstate(saved)
