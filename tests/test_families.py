@@ -7,6 +7,8 @@ and a few digits is all the trainee's side needs, and the toy family trains in s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import types
 import warnings
 from pathlib import Path
@@ -130,6 +132,23 @@ def test_unseeded_draws_in_the_trainee_code_depend_on_the_scenario_seed_not_on_t
         assert after == (torch.rand(1).item(), np.random.rand(), random.random())
     assert drawn[0].keys() == drawn[1].keys()
     assert all(np.array_equal(drawn[0][name], drawn[1][name]) for name in drawn[0])
+
+
+def test_trainee_code_that_imports_torch_itself_draws_from_the_scenario_seed():
+    """global_seeds does not import torch (a poisoning filter's forks would carry its memory):
+    a fresh interpreter's torch, imported inside the call, is seeded as it loads."""
+    code = ("import sys\n"
+            "from secureml.randomness import global_seeds\n"
+            "assert 'torch' not in sys.modules\n"
+            "finders = list(sys.meta_path)\n"
+            "with global_seeds(int(sys.argv[1])):\n"
+            "    import torch\n"
+            "    drawn = torch.rand(3).tolist()\n"
+            "assert sys.meta_path == finders\n"
+            "print(drawn)\n")
+    drawn = [subprocess.run([sys.executable, "-c", code, seed], capture_output=True, text=True,
+                            check=True).stdout for seed in ("5", "5", "6")]
+    assert drawn[0] == drawn[1] != drawn[2]
 
 
 # --------------------------------------------------------------------------- one Tools
