@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Protocol
 
 from secureml.gradebook import GradeRow
@@ -33,7 +33,7 @@ class Executor(Protocol):
     workers: int
 
     def map_unordered(self, fn: Callable[[GradeJob], GradeRow],
-                      jobs: Sequence[GradeJob]) -> Iterator[tuple[GradeJob, Outcome]]: ...
+                      jobs: Sequence[GradeJob]) -> Generator[tuple[GradeJob, Outcome], None, None]: ...
 
 
 class SerialExecutor:
@@ -50,7 +50,13 @@ class SerialExecutor:
 
 
 def _pool_worker_start(threads: int) -> None:
-    """Runs first in each pool process: its thread budget, and death with the grader."""
+    """Runs first in each pool process: its thread budget, and death with the grader.
+
+    Ctrl-C reaches the whole process group; the workers ignore it and the grader kills them.
+    A worker interrupted mid-job would send its KeyboardInterrupt back as a result to the
+    pool's manager thread while the grader shuts the pool down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see job.thread_env
@@ -103,11 +109,12 @@ class LocalPool:
             else:
                 # Interrupted (Ctrl-C, or the caller stopped): do not wait for running
                 # jobs; their rows were never recorded, so a re-run grades them.
-                processes = list(getattr(pool, "_processes", {}).values())
-                pool.shutdown(wait=False, cancel_futures=True)
-                for process in processes:
+                # The workers die first: the pool's manager thread then sees a broken pool
+                # and ends, so nothing at interpreter exit waits for a running job.
+                for process in list(getattr(pool, "_processes", {}).values()):
                     with contextlib.suppress(Exception):
                         process.kill()
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 def executor_for(jobs: int) -> Executor:

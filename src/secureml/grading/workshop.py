@@ -286,15 +286,17 @@ def grade_workshop(
             preflight(graded_scenario.family, limits=settings.limits, unsafe=unsafe,
                       work_dir=settings.work_dir)
             progress.start(len(pending), executor.workers)
+            results = executor.map_unordered(grade_submission, pending)
             try:
                 outstanding = len(pending)
-                for job, outcome in executor.map_unordered(grade_submission, pending):
+                for job, outcome in results:
                     row = outcome if isinstance(outcome, GradeRow) else executor_failure_row(job, outcome)
                     gradebook.record(row)  # at once: a crash from here on loses nothing graded
                     report.graded.append(row)
                     outstanding -= 1
                     progress.finished(row, min(executor.workers, outstanding))
             finally:
+                results.close()  # interrupted: the workers are killed now, not when collected
                 progress.stop()
     report.wall_s = time.monotonic() - started
     return report
