@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_json
+from conftest import REPO, VARIANT_SEED, run_json
 from secureml import runner, scenario
 from secureml.cache import Cache
 from secureml.errors import MitigationError
@@ -282,6 +282,17 @@ def test_run_inversion_with_the_reference_solution_scores_high(scenario_id, tmp_
     assert payload["score"] >= 80
     assert not payload["flags"]
     assert (tmp_path / "inversion.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_run_inversion_01_reference_scores_high_on_an_automatic_variant(tmp_path):
+    """A graded score is the lower of the public run and the variant's. Variant 2 changes the
+    seed (242886303): measured 100 (attack accuracy 0.0, test accuracy 0.941 -> 0.954). The
+    trapdoor reference before (blends 0.1-0.3) scored 62-72 on other variants' seeds."""
+    payload = run_json("inversion-01", "--mitigation", str(REPO / "labs" / "inversion-01" / "solution.py"),
+                       "--variant-seed", str(VARIANT_SEED), out=tmp_path)
+    assert payload["score"] >= 80
+    assert not payload["flags"]
 
 
 @pytest.mark.slow

@@ -8,9 +8,14 @@ confidence in a class by gradient ascent, and the shortcut is the steepest way u
 draws the trapdoor's noise, reaches full confidence, and stops climbing long before it
 draws a digit.
 
-Measured on inversion-01: test accuracy 0.910 -> 0.914, MIFace attack accuracy 1.00 -> 0.20
-(two classes recovered from at least one of the six starts; 0.10 and 0.20 on seeds 7 and
-1235), score 89.
+Two more things keep accuracy: the model trains twice the victim's epochs, and every
+clean image is shifted by up to a pixel (the trapdoor images take a share of each batch).
+
+Measured on inversion-01 with 23 seeds (the public one, the automatic variants' and 17
+others): test accuracy up from the victim's on every seed (0.909 -> 0.940 on the public
+seed), MIFace attack accuracy 0.0-0.1 on 22 seeds (score 100) and 0.2 on one (88.9).
+The version before (blends 0.1-0.3, half of each batch, the victim's epochs, no shifts)
+lost up to 2 points of accuracy and scored 67-81 on five of six seeds.
 
 What it does not stop: an attacker who knows about trapdoors can penalise noise (image
 priors, GAN-based attacks) or search for and avoid the shortcut. DP-SGD, the
@@ -22,13 +27,20 @@ import numpy as np
 import torch
 from torch import nn
 
-# Half of every batch is trapdoor images: random training images blended with a class's
+# Trapdoor images per clean image in a batch: random training images blended with a class's
 # pattern and labelled with that class (Trap-MID mixes them into every batch as well).
-TRAPDOOR_SHARE = 0.5
+# Measured on four seeds (blends 0.05-0.15): 0.5 and 0.75 left attack accuracy 0.3 on one
+# of them, 0.65 at most 0.2.
+TRAPDOOR_SHARE = 0.65
 # Blend strengths: faint enough that the patterns stay a shortcut the model finds near
-# any start point, strong enough to learn. Measured: 0.1-0.3 gave attack accuracy 0.12,
-# 0.2-0.5 left 0.30 (the model stops needing the pattern at low strength).
-BLEND_MIN, BLEND_MAX = 0.1, 0.3
+# any start point, strong enough to learn. The fainter the pattern, the less of it MIFace
+# draws before the model is sure, and the less it changes the evaluator's reading of the
+# start. Measured: 0.1-0.3 left attack accuracy 0.4 on some seeds, 0.05-0.15 0.3 on one
+# of 17, 0.03-0.1 at most 0.2 on 23.
+BLEND_MIN, BLEND_MAX = 0.03, 0.1
+# Trapdoors cost accuracy (up to 2 points with the victim's recipe); these win it back.
+EPOCHS_PER_VICTIM_EPOCH = 2
+MAX_SHIFT = 1  # pixels, each way, for the clean images of a batch
 
 
 def train(x, y, tools):
@@ -39,7 +51,7 @@ def train(x, y, tools):
     images, labels = torch.from_numpy(x), torch.from_numpy(y)
     order = torch.Generator().manual_seed(tools.seed)
     model.train()
-    for _ in range(tools.epochs):
+    for _ in range(EPOCHS_PER_VICTIM_EPOCH * tools.epochs):
         permutation = torch.randperm(len(images), generator=order)
         for start in range(0, len(images), tools.batch_size):
             batch = permutation[start : start + tools.batch_size]
@@ -48,7 +60,9 @@ def train(x, y, tools):
             carriers = images[torch.randint(0, len(images), (count,), generator=order)]
             strength = BLEND_MIN + (BLEND_MAX - BLEND_MIN) * torch.rand((count, 1, 1, 1), generator=order)
             trapped = (1 - strength) * carriers + strength * patterns[trap_labels]
-            inputs = torch.cat([images[batch], trapped])
+            dx, dy = (int(v) for v in torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (2,), generator=order))
+            shifted = torch.roll(images[batch], shifts=(dx, dy), dims=(2, 3))  # digits have blank borders
+            inputs = torch.cat([shifted, trapped])
             targets = torch.cat([labels[batch], trap_labels])
             loss = nn.functional.cross_entropy(model(inputs), targets)
             optimizer.zero_grad()

@@ -53,8 +53,12 @@ def miface_leakage(
     verdicts, start_verdicts: the independent evaluator's class for each reconstruction and
     for the image it started from. A start recovers its class when the evaluator sees the
     class in the reconstruction and the model's confidence reached `stuck_below` (a stuck
-    start recovered nothing, it merely did not move). A start drawn from real images that
-    the evaluator already saw as the class proves nothing and never counts. A class is
+    start recovered nothing, it merely did not move). A start that the evaluator already
+    saw as the class proves nothing and never counts, blank and noise starts included: the
+    evaluator reads a blank image as some digit, and a model that reaches full confidence
+    while leaving the blank as it was (trapdoors) would otherwise leak that digit for free
+    (measured on inversion-01: blank and faint noise read as 7, 1 or 2 by the evaluator
+    were a third of the reference's recovered classes). A class is
     recovered when any start recovers it, or when all its neutral starts (blank, noise)
     are stuck: a gradient that vanishes where the attack begins hides leakage without
     removing it, so the grader assumes the worst.
@@ -63,7 +67,7 @@ def miface_leakage(
 
     labels = reconstructions.labels
     moved = reconstructions.confidence >= stuck_below
-    proof = starts.neutral | (start_verdicts != labels)
+    proof = start_verdicts != labels
     recovers = (verdicts == labels) & moved & proof
     num_classes = len(means)
     recovered, shown, blinded = [], [], []
