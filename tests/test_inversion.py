@@ -287,7 +287,8 @@ def test_run_inversion_with_the_reference_solution_scores_high(scenario_id, tmp_
 @pytest.mark.slow
 def test_run_inversion_01_reference_scores_high_on_an_automatic_variant(tmp_path):
     """A graded score is the lower of the public run and the variant's. Variant 2 changes the
-    seed (242886303): measured 100 (attack accuracy 0.0, test accuracy 0.941 -> 0.954). The
+    seed and MIFace's starts and step (noise in [0, 0.12] and [0, 0.47], step 0.05, 3 of the
+    attacker's images): measured 100 (attack accuracy 0.0, test accuracy 0.941 -> 0.954). The
     trapdoor reference before (blends 0.1-0.3) scored 62-72 on other variants' seeds."""
     payload = run_json("inversion-01", "--mitigation", str(REPO / "labs" / "inversion-01" / "solution.py"),
                        "--variant-seed", str(VARIANT_SEED), out=tmp_path)

@@ -69,6 +69,19 @@ def test_evasion_variants_attack_other_test_images():
     assert variant.evaluation.subset == loaded.evaluation.subset
 
 
+def test_miface_variants_start_from_other_noise_and_step_otherwise():
+    """A model shaped around the public attack's noise scales or step size meets others.
+    Measured on variants 0-11: the reference scored 100 on each, the starter and the
+    dead-units gaming submission 0."""
+    loaded = scenario.load("inversion-01")
+    drawn = [variants.draw_variant(loaded, seed).attack for seed in range(40)]
+    assert len({tuple(attack.noise_scales) for attack in drawn}) > 30
+    assert {attack.learning_rate for attack in drawn} == {0.05, 0.1, 0.2}
+    assert {attack.auxiliary_samples for attack in drawn} == {2, 3}
+    assert all(0.1 <= low <= 0.3 and 0.4 <= high <= 0.6 for low, high in (a.noise_scales for a in drawn))
+    assert all(attack.max_iter == loaded.attack.max_iter for attack in drawn)
+
+
 def test_the_trainees_variant_seed_is_stable_and_not_the_scenario_seed():
     loaded = scenario.load("poisoning-01")
     assert variants.trainee_variant_seed(loaded) == variants.trainee_variant_seed(loaded)

@@ -198,6 +198,15 @@ class InversionScenario(_InversionScenario):
         "  (on all of x, y, tools.train returns the victim itself)",
     )
 
+    def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
+        """MIFace from other starts and with another step: a model shaped around the public
+        attack's noise scales or step size (units dead at exactly those starts) meets others.
+        The scales stay within [0.1, 0.6]: noise in [0, 1] left MIFace stuck on half of the
+        undefended victim's classes (measured on inversion-01)."""
+        low, high = round(rng.uniform(0.1, 0.3), 2), round(rng.uniform(0.4, 0.6), 2)
+        return {"attack": {"noise_scales": [low, high], "learning_rate": rng.choice([0.05, 0.1, 0.2]),
+                           "auxiliary_samples": rng.choice([2, 3])}}
+
     def scoring_formula(self) -> str:
         from secureml.scoring import INVERSION_FORMULA
 
