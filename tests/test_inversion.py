@@ -316,10 +316,13 @@ def test_run_inversion_starter_runs_and_scores_low(scenario_id, tmp_path):
     [
         pytest.param("inversion-01", "inversion_dead_units.py", id="inversion-01-dead-units"),
         pytest.param("inversion-02", "inversion_scaled_runner_ups.py", id="inversion-02-runners-up-times-1e-12"),
+        pytest.param("inversion-02", "inversion_shifted_scores.py", id="inversion-02-uniform-shift"),
+        pytest.param("inversion-02", "inversion_permuted_runner_ups.py", id="inversion-02-runners-up-reversed"),
     ],
 )
 def test_run_inversion_gaming_submission_scores_near_zero(scenario_id, gaming, tmp_path):
-    # The two submissions issue 11 found scoring 97.5 (flagged) and 100 on the public labs.
+    # The two submissions issue 11 found scoring 97.5 (flagged) and 100 on the public labs,
+    # and two more re-encodings the attacker can undo (measured 0.6 and 0.3 on the shipped lab).
     payload = run_json(scenario_id, "--mitigation", str(GAMING / gaming), out=tmp_path)
     assert payload["score"] <= 10
     hints = yaml.safe_load((REPO / "scenarios" / f"{scenario_id}.yaml").read_text())["hints"]
