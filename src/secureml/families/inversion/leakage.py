@@ -57,8 +57,9 @@ def miface_leakage(
     saw as the class proves nothing and never counts, blank and noise starts included: the
     evaluator reads a blank image as some digit, and a model that reaches full confidence
     while leaving the blank as it was (trapdoors) would otherwise leak that digit for free
-    (measured on inversion-01: blank and faint noise read as 7, 1 or 2 by the evaluator
-    were a third of the reference's recovered classes). A class is
+    (measured on inversion-01: on each of three seeds, one of the 2-4 classes the old
+    trapdoor reference leaked came from a blank start the evaluator read as that digit).
+    A class is
     recovered when any start recovers it, or when all its neutral starts (blank, noise)
     are stuck: a gradient that vanishes where the attack begins hides leakage without
     removing it, so the grader assumes the worst.
