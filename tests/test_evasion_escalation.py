@@ -150,3 +150,93 @@ def test_binarising_mnist_inside_the_weights_is_robust_and_the_escalation_clears
     # (2.7 and 3.5 points in two runs, scoring 73 and 65), a real cost of binarising.
     assert evaluation.score.parts["robust_gained"] == 1.0 and not evaluation.score.capped_by
     assert evaluation.score.total == pytest.approx(100 * evaluation.score.parts["clean_kept"])
+
+
+def _attack_the_levels(model, thresholds, x, y, epsilon: float, *, restarts: int = 5, steps: int = 100) -> torch.Tensor:
+    """An attack written for the staircase's construction (an adaptive attack in the sense of
+    Tramer et al., 2020): which images it fools. The first block computes, per 2x2 block of
+    pixels, which thresholds the block's brightest pixel reaches. Inside an L-inf ball of
+    `epsilon` that pixel's value m moves freely in [max - epsilon, max + epsilon], and blocks
+    share no pixels, so the attack runs margin-loss PGD on m through sigmoid steps
+    (temperatures 0.05, 0.02, 0.01) and the exact rest of the network, and judges each step's
+    image (the block's pixels above m lowered to m, its brightest set to m) on the model."""
+    import torch.nn.functional as F
+
+    features, levels = model.features, torch.tensor(thresholds).view(1, -1, 1, 1)
+
+    def rest(z):
+        hidden = F.conv2d(z, features[3].weight[:, 0::2], features[3].bias, padding=1)
+        for layer in list(features)[4:]:
+            hidden = layer(hidden)
+        return model.head(hidden)
+
+    def image(m):
+        blocks = x.unfold(2, 2, 2).unfold(3, 2, 2)  # (n, 1, h/2, w/2, 2, 2)
+        flat = torch.minimum(blocks, m[..., None, None]).flatten(-2)
+        flat.scatter_(-1, blocks.flatten(-2).argmax(-1, keepdim=True), m.unsqueeze(-1))
+        return flat.view(blocks.shape).permute(0, 1, 2, 4, 3, 5).reshape(x.shape)
+
+    brightest = F.max_pool2d(x, 2)
+    low, high = (brightest - epsilon).clamp(0, 1), (brightest + epsilon).clamp(0, 1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+        assert torch.equal(model(image(brightest)), model(x)), "the block maxima alone decide"
+    fooled = ~correct
+    for restart in range(restarts):
+        for temperature in (0.05, 0.02, 0.01):
+            m = brightest.clone() if restart == 0 else low + (high - low) * torch.rand(low.shape, generator=generator)
+            for _ in range(steps):
+                m.requires_grad_(True)
+                logits = rest(torch.sigmoid((m - levels) / temperature))
+                true = logits.gather(1, y[:, None]).squeeze(1)
+                other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+                (gradient,) = torch.autograd.grad((other - true).sum(), m)
+                with torch.no_grad():
+                    m = torch.minimum(torch.maximum(m + 0.02 * gradient.sign(), low), high)
+                    adversarial = image(m)
+                    assert (adversarial - x).abs().max() <= epsilon + 1e-6
+                    fooled |= model(adversarial).argmax(1) != y
+    return fooled
+
+
+@pytest.mark.slow
+def test_the_staircase_keeps_no_more_robustness_than_an_attack_written_for_it_finds():
+    """A known result to hold the escalation to. The staircase's eight levels (as many as the
+    victim's first layer has room for) are real, if weak, robustness: a pixel must cross a
+    threshold to matter. An attack written for the construction measured 0.19 on the graded
+    images (a greedy search over the levels, 60 moves from each survivor, fooled none more);
+    the escalated grader measured 0.18. Before APGD-DLR through the surrogate it measured 0.26
+    (score 26.1); now 0.18 (score 22.2). The flags stand, so an instructor still sees them."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from secureml import models
+    from secureml.datasets import load_split
+
+    loaded = scenario.load("evasion-01")
+    evaluation = _run(loaded, GAMING / "evasion_staircase.py")
+    metrics = evaluation.metrics
+    assert metrics["mitigated.escalated"] == 1.0
+
+    # The same submission, trained as the grader trains it (the scenario's split and recipe).
+    spec = importlib.util.spec_from_file_location("staircase", GAMING / "evasion_staircase.py")
+    staircase = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(staircase)
+    split, victim = load_split(loaded.dataset, loaded.seed), loaded.victim
+    tools = SimpleNamespace(
+        build=lambda: models.build(victim.arch, split.shape, split.num_classes, loaded.seed), seed=loaded.seed,
+        epochs=victim.epochs, batch_size=victim.batch_size, learning_rate=victim.learning_rate,
+    )
+    model = staircase.harden(split.x_train, split.y_train, tools)
+    subset = loaded.evaluation.subset  # the public lab attacks the first `subset` test images
+    x, y = torch.from_numpy(split.x_test[:subset]), torch.from_numpy(split.y_test[:subset]).long()
+    robust = 1 - _attack_the_levels(model, staircase.THRESHOLDS, x, y, loaded.threat.epsilon).float().mean().item()
+
+    # Paired on the same images: the grader's worst case may exceed the written attack's by
+    # at most 3 of the 100 images (measured: 1 below it).
+    assert metrics["mitigated.robust_accuracy"] <= robust + 0.03, (metrics["mitigated.robust_accuracy"], robust)
+    assert robust <= 0.3, "the written attack itself must work"
+    assert evaluation.score.total <= 100 * (robust + 0.03 - metrics["victim.robust_accuracy"]) / (
+        loaded.scoring.target_robust_accuracy - metrics["victim.robust_accuracy"]
+    )

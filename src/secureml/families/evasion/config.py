@@ -57,6 +57,9 @@ class CarliniWagnerL2Attack(StrictModel):
 
 AutoAttackLoss = Literal["ce", "dlr"]
 AUTOATTACK_LOSSES: tuple[AutoAttackLoss, ...] = ("ce", "dlr")
+# Through the escalation's surrogate: DLR compares logits only, so it does not saturate where
+# cross-entropy does (PGD through the surrogate already follows cross-entropy).
+SURROGATE_LOSSES: tuple[AutoAttackLoss, ...] = ("dlr",)
 
 
 class AutoAttackSuite(StrictModel):
@@ -183,6 +186,11 @@ class Escalation(StrictModel):
     )
     surrogate_steps: int = Field(default=50, gt=0, le=1000, description="PGD steps through the smoothed surrogate")
     surrogate_restarts: int = Field(default=2, ge=1, le=20)
+    surrogate_losses: list[AutoAttackLoss] = Field(
+        default_factory=lambda: list(SURROGATE_LOSSES),
+        min_length=1,
+        description="APGD losses (AutoAttack's) run through the surrogate beside its PGD",
+    )
     surrogate_temperature: float = Field(
         default=1.0,
         gt=0,

@@ -12,8 +12,14 @@ victim's level. So on a flagged run (and only then, it costs time) the grader ad
   the submitted model's own, but each ReLU's backward pass is replaced by a smooth
   approximation, sigmoid(z / (T * spread of z)), and the logits are divided by their
   spread, so a steep step (a staircase built from ReLUs with huge weights) and saturated
-  logits both pass a useful gradient. PGD with restarts follows it; the deployed model
-  judges every image;
+  logits both pass a useful gradient. PGD with restarts follows it, and so does
+  AutoAttack's APGD with the difference-of-logits-ratio loss (Croce and Hein, ICML 2020),
+  which only compares logits and so does not saturate where cross-entropy does. The
+  deployed model judges every image. Measured on evasion-01's staircase gaming submission
+  (tests/gaming/evasion_staircase.py): robust accuracy 0.48 by PGD through the surrogate,
+  0.29 by APGD-DLR through it, 0.18 in the worst case over everything; an attack written
+  for that construction (it attacks the pooled step levels directly) left 0.205 of 200
+  images robust, so the staircase (eight grey levels) is that robust, not more;
 - the suite's gradient-free attack with a much larger budget (Square with >= 5,000
   queries, HopSkipJump with >= 50 iterations), on the images all of the above left robust.
 
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 # Outcome names of the escalated attacks: gradient-free ones carry the suite member's name.
 ESCALATED_PREFIX = "escalated-"
 SURROGATE_PGD = "surrogate-pgd"
+SURROGATE_APGD = "surrogate-apgd"
 TRANSFER_FROM_VICTIM = "transfer-victim"
 
 
@@ -159,7 +166,7 @@ def escalate(
     them with `judges` (the deployed model). `suite` is this model's own suite result."""
     import numpy as np
 
-    from secureml.families.evasion.config import PgdAttack
+    from secureml.families.evasion.config import AutoAttackSuite, PgdAttack
 
     started = time.perf_counter()
     threat, evaluation, config = scenario.threat, scenario.evaluation, scenario.escalation
@@ -184,6 +191,12 @@ def escalate(
     pgd = PgdAttack(name="pgd", steps=steps, step_size=2.5 * threat.epsilon / steps, restarts=config.surrogate_restarts)
     outcomes[SURROGATE_PGD], _ = attacks.attack_and_judge(
         SURROGATE_PGD, surrogate, pgd, x, y, seed=derive_seed(seed, "surrogate"), label="escalating", **common
+    )
+    apgd = AutoAttackSuite(
+        name="autoattack", steps=steps, restarts=config.surrogate_restarts, losses=config.surrogate_losses
+    )
+    outcomes[SURROGATE_APGD], _ = attacks.attack_and_judge(
+        SURROGATE_APGD, surrogate, apgd, x, y, seed=derive_seed(seed, "surrogate-apgd"), label="escalating", **common
     )
     with progress.task("escalating: robust accuracy vs epsilon through the surrogate"):
         curve = attacks.robust_accuracy_curve(
