@@ -854,7 +854,17 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
         assert grader.poll() is None, grader.stderr.read().decode()
         os.killpg(grader.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         started = time.monotonic()
-        _, stderr = grader.communicate(timeout=60)
+        try:
+            _, stderr = grader.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Seen a few times in CI on a loaded machine, never alone: ask the grader where
+            # it is (its threads' stacks, see cli._stacks_on_sigusr1) before failing.
+            os.kill(grader.pid, signal.SIGUSR1)
+            time.sleep(3)
+            os.killpg(grader.pid, signal.SIGKILL)
+            _, stderr = grader.communicate()
+            pytest.fail("the grader was still running 60 s after Ctrl-C; what it printed, then its threads:\n"
+                        + stderr.decode(errors="replace"))
         assert time.monotonic() - started < 15, "the grader waited for the running submissions"
     finally:
         if grader.poll() is None:

@@ -699,6 +699,7 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
     # 49 s sleeping (its HopSkipJump queries one image at a time).
     if jobs > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _stacks_on_sigusr1()
     from secureml import grading, loader, report
     from secureml.progress import NO_PROGRESS, RichProgress
     from secureml.sandbox import Limits
@@ -752,6 +753,17 @@ def grade(scenario_id, submissions, db, jobs, timeout_s, memory_mb, export_forma
                 f"({', '.join(row.trainee for row in outcome.infra_errors)})",
                 fix="run the same command again: rows with infra-error are graded again",
             )
+
+
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` makes a grading run print every thread's Python stack on stderr and
+    go on: a run that seems stuck can say where. (test_grade asks a grader that did not stop
+    on Ctrl-C, which CI saw a few times and never alone.)"""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 @cli.command("gradebook")
