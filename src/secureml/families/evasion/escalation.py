@@ -17,9 +17,10 @@ victim's level. So on a flagged run (and only then, it costs time) the grader ad
   which only compares logits and so does not saturate where cross-entropy does. The
   deployed model judges every image. Measured on evasion-01's staircase gaming submission
   (tests/gaming/evasion_staircase.py): robust accuracy 0.48 by PGD through the surrogate,
-  0.29 by APGD-DLR through it, 0.18 in the worst case over everything; an attack written
-  for that construction (it attacks the pooled step levels directly) left 0.205 of 200
-  images robust, so the staircase (eight grey levels) is that robust, not more;
+  0.29 by APGD-DLR through it, 0.18 in the worst case over everything (0.21 before
+  APGD-DLR); an attack written for that construction (it attacks the pooled step levels
+  directly) left 0.19 of the same images robust, so the staircase (eight grey levels) is
+  about that robust;
 - the suite's gradient-free attack with a much larger budget (Square with >= 5,000
   queries, HopSkipJump with >= 50 iterations), on the images all of the above left robust.
 
