@@ -844,14 +844,26 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
         "e_never": "all_indices",
     })
     db = tmp_path / "gradebook.db"
+    # A shell starts a foreground command with SIGINT at its default and unblocked. This
+    # process may hold it otherwise (a disposition or mask that the test session's helpers
+    # left), and a child inherits both: a grader that inherits SIGINT ignored or blocked
+    # never hears Ctrl-C. CI saw the grader still waiting in the pool 60 s after it, and its
+    # stacks showed no KeyboardInterrupt at all.
+    as_from_a_shell = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); sys.argv[0] = 'secureml'; "
+        "runpy.run_module('secureml.cli', run_name='__main__', alter_sys=True)"
+    )
     grader = subprocess.Popen(
-        [sys.executable, "-m", "secureml.cli", "grade", "poisoning-01", str(folder), "--db", str(db),
+        [sys.executable, "-c", as_from_a_shell, "grade", "poisoning-01", str(folder), "--db", str(db),
          "--timeout", "300", "--jobs", "2"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
         assert _wait_until(lambda: len(_survivors(marker)) == 2 or grader.poll() is not None, 180)
         assert grader.poll() is None, grader.stderr.read().decode()
+        signals = [line for line in Path(f"/proc/{grader.pid}/status").read_text().splitlines()
+                   if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
         os.killpg(grader.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         started = time.monotonic()
         try:
@@ -863,8 +875,8 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
             time.sleep(3)
             os.killpg(grader.pid, signal.SIGKILL)
             _, stderr = grader.communicate()
-            pytest.fail("the grader was still running 60 s after Ctrl-C; what it printed, then its threads:\n"
-                        + stderr.decode(errors="replace"))
+            pytest.fail(f"the grader was still running 60 s after Ctrl-C ({'; '.join(signals)} before it); "
+                        "what it printed, then its threads:\n" + stderr.decode(errors="replace"))
         assert time.monotonic() - started < 15, "the grader waited for the running submissions"
     finally:
         if grader.poll() is None:
