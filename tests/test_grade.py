@@ -850,8 +850,8 @@ def test_two_jobs_record_rows_as_they_finish_and_ctrl_c_stops_at_once_leaving_no
     # never hears Ctrl-C. CI saw the grader still waiting in the pool 60 s after it, and its
     # stacks showed no KeyboardInterrupt at all.
     as_from_a_shell = (
-        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); sys.argv[0] = 'secureml'; "
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
         "runpy.run_module('secureml.cli', run_name='__main__', alter_sys=True)"
     )
     grader = subprocess.Popen(
