@@ -207,7 +207,8 @@ def test_the_staircase_keeps_no_more_robustness_than_an_attack_written_for_it_fi
     threshold to matter. An attack written for the construction measured 0.19 on the graded
     images (a greedy search over the levels, 60 moves from each survivor, fooled none more);
     the escalated grader measured 0.18. Before APGD-DLR through the surrogate it measured 0.21
-    (score 26.1); now 0.18 (score 22.2). The flags stand, so an instructor still sees them."""
+    (score 26.1); now 0.18 (score 22.2). The flags stand, so the run needs review and its score
+    is capped at the scenario's score_cap_if_flags_stand (10)."""
     import importlib.util
     from types import SimpleNamespace
 
@@ -240,3 +241,8 @@ def test_the_staircase_keeps_no_more_robustness_than_an_attack_written_for_it_fi
     assert evaluation.score.total <= 100 * (robust + 0.03 - metrics["victim.robust_accuracy"]) / (
         loaded.scoring.target_robust_accuracy - metrics["victim.robust_accuracy"]
     )
+    # The gradients still mislead after the escalation: needs review, and no more than the cap.
+    assert evaluation.flags, "Square still fools images every white-box attack leaves robust"
+    assert evaluation.score.total <= loaded.escalation.score_cap_if_flags_stand
+    assert "still stands after the escalation" in evaluation.score.capped_by
+    assert any("until an instructor reviews the run" in note for note in evaluation.feedback)

@@ -234,3 +234,16 @@ def test_every_method_scores_100_times_the_product_of_its_factors_which_gradesco
         assert len(factors) == 2, (result.method, sorted(result.parts))
         assert 0 < result.total < 100
         assert result.total == pytest.approx(100 * math.prod(factors)), result.method
+
+
+from secureml.scoring import Score, capped_for_review  # noqa: E402
+
+
+def test_a_doubt_left_for_review_caps_the_score_and_says_what_was_measured():
+    measured = Score(22.2, {"robust_gained": 0.26, "clean_kept": 0.85}, "robust-accuracy-calibrated")
+    capped = capped_for_review(measured, 10, "a gradient-masking flag still stands")
+    assert capped.total == 10 and capped.parts == measured.parts and capped.method == measured.method
+    assert capped.capped_by.startswith("a gradient-masking flag still stands") and "measured 22.2" in capped.capped_by
+    # A score already under the cap is what it is: the cap never raises one, and says nothing.
+    low = Score(4.0, {}, "robust-accuracy-calibrated")
+    assert capped_for_review(low, 10, "doubt") is low

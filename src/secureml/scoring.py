@@ -124,6 +124,18 @@ def der_calibrated(
     )
 
 
+def capped_for_review(score: Score, cap: float, because: str) -> Score:
+    """`score`, at most `cap`, when the evaluation left a doubt that only a person can settle.
+
+    The measured figure is not certified then, so it does not count in full; the text says
+    what it would have been, for the reviewer who clears the doubt.
+    """
+    if score.total <= cap:
+        return score
+    restore = f"measured {score.total:.1f}; an instructor's review may restore it"
+    return Score(cap, score.parts, score.method, capped_by=f"{because} ({restore})")
+
+
 def _require_finite(values: dict[str, float]) -> None:
     for name, value in values.items():
         if not math.isfinite(value):
@@ -472,7 +484,9 @@ ROBUST_ACCURACY_FORMULA = (
     "score = 100 * robust * clean\n"
     "where 'none' is the undefended victim, CA the clean test accuracy, and {target:g} the robust\n"
     "accuracy that earns full marks; a clean-accuracy drop of {max_clean_accuracy_drop_points:g} "
-    "points or more scores 0"
+    "points or more scores 0.\n"
+    "If a gradient-masking flag still stands after the grader's escalation, the score is at most\n"
+    "{flag_cap:g} until an instructor reviews the run"
 )
 
 

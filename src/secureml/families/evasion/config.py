@@ -197,6 +197,17 @@ class Escalation(StrictModel):
         le=100,
         description="width of each ReLU's smoothed backward pass, in units of the spread of its inputs",
     )
+    # A flag that even the escalation leaves standing means the gradients still mislead: the
+    # worst case found is then a bound the grader cannot vouch for (Carlini et al., 2019,
+    # section 5: a defence whose evaluation shows masking is not shown robust). The rule
+    # for inversion-01 applies: scored as needing review, and capped.
+    score_cap_if_flags_stand: float = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="the most a run scores while a gradient-masking flag stands after the escalation "
+        "(until an instructor reviews it)",
+    )
 
 
 class EvasionScoring(StrictModel):
@@ -303,6 +314,7 @@ class _EvasionScenario(ScenarioBase):
             max_clean_accuracy_drop_points=100 * self.scoring.max_clean_accuracy_drop,
             threat=self.threat_text(),
             attacks=", ".join(attack.name for attack in self.evaluation.attacks),
+            flag_cap=self.escalation.score_cap_if_flags_stand,
         )
 
     def variant_overrides(self, rng: random.Random) -> dict[str, Any]:

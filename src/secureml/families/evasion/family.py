@@ -18,7 +18,7 @@ any model with the same weights, so a warm rerun only runs the trainee's functio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from secureml.families.evasion.escalation import EscalationResult, escalate, is_
 from secureml.families.evasion.tools import VALIDATION, HardeningTools, PreprocessTools, pipeline_from
 from secureml.mitigation import RawResult
 from secureml.randomness import derive_seed, generator
-from secureml.scoring import robust_accuracy_calibrated
+from secureml.scoring import capped_for_review, robust_accuracy_calibrated
 from secureml.versions import software_key
 
 if TYPE_CHECKING:
@@ -298,6 +298,13 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             target_robust_accuracy=scenario.scoring.target_robust_accuracy,
             max_clean_accuracy_drop=scenario.scoring.max_clean_accuracy_drop,
         )
+        standing = sorted(set(flags) & MASKING_CHECKS) if escalation is not None else []
+        if standing:
+            score = capped_for_review(
+                score,
+                scenario.escalation.score_cap_if_flags_stand,
+                f"a gradient-masking flag ({', '.join(standing)}) still stands after the escalation",
+            )
         metrics = {
             **self._metrics("victim", undefended, scenario),
             **self._metrics("mitigated", final, scenario),
@@ -358,7 +365,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             score=score,
             rows=rows,
             feedback=self._feedback(
-                stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted
+                stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted, standing=standing
             ),
             flags=list(flags.values()),
             pictures=pictures,
@@ -392,7 +399,9 @@ class _EvasionFamily(Family[EvasionStage, Output]):
     ) -> EscalationResult:
         """Run (or load) the escalated attacks on a flagged model."""
         scenario = stage.scenario
-        key = content_key(self._report_key(stage, subject), "escalation", scenario.escalation.model_dump(mode="json"))
+        # The cap scores the result; it does not change what the attacks find.
+        attacks_config = scenario.escalation.model_dump(mode="json", exclude={"score_cap_if_flags_stand"})
+        key = content_key(self._report_key(stage, subject), "escalation", attacks_config)
         return self.cached(
             ctx.cache,
             "evasion-escalations",
@@ -494,6 +503,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         escalation: EscalationResult | None = None,
         before: Report | None = None,
         refuted: dict[str, str] | None = None,
+        standing: Sequence[str] = (),
     ) -> list[str]:
         """What limited the score, in numbers, followed by the scenario's hint. The success
         hint only ever comes alone: never beside a flag or another note."""
@@ -523,6 +533,12 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             )
         if escalation is not None and before is not None:
             notes.append(self._escalation_note(scenario, escalation, before, report, refuted or {}))
+        if standing:
+            notes.append(
+                f"A masking flag still stands after the escalation ({', '.join(standing)}): the gradients "
+                f"still mislead, so the grader cannot vouch for the figure above. The score is at most "
+                f"{scenario.escalation.score_cap_if_flags_stand:g} until an instructor reviews the run."
+            )
         if flags:
             notes.append(hints.masking)
         if score.total >= 80 and not flags and not notes:
