@@ -181,7 +181,11 @@ def _attack_the_levels(model, thresholds, x, y, epsilon: float, *, restarts: int
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
-        assert torch.equal(model(image(brightest)), model(x)), "the block maxima alone decide"
+        # Same decisions; the logits agree up to float rounding (1e-4 seen on one machine:
+        # a pixel on a step's steep ramp, or another summation order).
+        rebuilt, original = model(image(brightest)), model(x)
+        assert torch.equal(rebuilt.argmax(1), original.argmax(1)), "the block maxima alone decide"
+        assert torch.allclose(rebuilt, original, atol=1e-3), "the block maxima alone decide"
     fooled = ~correct
     for restart in range(restarts):
         for temperature in (0.05, 0.02, 0.01):

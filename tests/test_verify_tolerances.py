@@ -164,3 +164,12 @@ def test_every_recorded_value_says_where_its_tolerance_came_from(path):
         assert expected.source.split(":")[0] in ("binomial", "measured", "report only", "exact"), name
         if expected.source.startswith("binomial"):
             assert expected.n, name
+
+
+def test_a_pick_among_a_few_options_is_reported_even_when_seeds_measured_a_spread():
+    # extraction-01's queries_used: which of 250, 500 or 1,000 answers made the best copy.
+    # Over 3 seeds x threads 2,1 its SD was 258, so 3 SD held every share and checked nothing.
+    sample = Sample.report("the budget share whose copy was most faithful, a pick among 3 shares")
+    expected = verify.expected_for(500, sample, verify.Spread(258, 6, "3 seeds x threads 2,1"))
+    assert expected.tolerance is None
+    assert expected.source == "report only: the budget share whose copy was most faithful, a pick among 3 shares"

@@ -75,11 +75,13 @@ class Sample:
 
     kind "rate": the share of `n` items that something happened to (binomial spread);
     "mean": the average of a continuous value over `n` items (e.g. the images an attack
-    fooled); "exact": a count or a constant that must reproduce exactly.
+    fooled); "exact": a count or a constant that must reproduce exactly; "report": shown
+    by `verify`, never checked, because it is a pick among a few discrete options (which
+    budget share made the best copy) and any band wide enough to hold would check nothing.
     A metric without a Sample (a score, a count of kept samples) is derived from others.
     """
 
-    kind: Literal["rate", "mean", "exact"]
+    kind: Literal["rate", "mean", "exact", "report"]
     n: int | None = None
     items: str = ""  # what the n are: "test images", "fooled images", ...
 
@@ -90,6 +92,10 @@ class Sample:
     @classmethod
     def mean(cls, n: int, items: str) -> Sample:
         return cls("mean", int(n), items)
+
+    @classmethod
+    def report(cls, why: str) -> Sample:
+        return cls("report", None, why)
 
 
 EXACT = Sample("exact")
