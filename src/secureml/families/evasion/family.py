@@ -299,6 +299,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             max_clean_accuracy_drop=scenario.scoring.max_clean_accuracy_drop,
         )
         standing = sorted(set(flags) & MASKING_CHECKS) if escalation is not None else []
+        measured_score = score.total
         if standing:
             score = capped_for_review(
                 score,
@@ -365,7 +366,8 @@ class _EvasionFamily(Family[EvasionStage, Output]):
             score=score,
             rows=rows,
             feedback=self._feedback(
-                stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted, standing=standing
+                stage, final, score, flags, escalation=escalation, before=mitigated, refuted=refuted, standing=standing,
+                measured_score=measured_score,
             ),
             flags=list(flags.values()),
             pictures=pictures,
@@ -504,6 +506,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         before: Report | None = None,
         refuted: dict[str, str] | None = None,
         standing: Sequence[str] = (),
+        measured_score: float | None = None,
     ) -> list[str]:
         """What limited the score, in numbers, followed by the scenario's hint. The success
         hint only ever comes alone: never beside a flag or another note."""
@@ -534,10 +537,11 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         if escalation is not None and before is not None:
             notes.append(self._escalation_note(scenario, escalation, before, report, refuted or {}))
         if standing:
+            measured = "" if measured_score is None else f" (measured: {measured_score:.1f})"
             notes.append(
                 f"A masking flag still stands after the escalation ({', '.join(standing)}): the gradients "
                 f"still mislead, so the grader cannot vouch for the figure above. The score is at most "
-                f"{scenario.escalation.score_cap_if_flags_stand:g} until an instructor reviews the run."
+                f"{scenario.escalation.score_cap_if_flags_stand:g}{measured} until an instructor reviews the run."
             )
         if flags:
             notes.append(hints.masking)
@@ -557,7 +561,7 @@ class _EvasionFamily(Family[EvasionStage, Output]):
         )
         text = (
             f"A gradient-masking check fired, so the grader escalated on its own ({escalation.seconds:.0f} s): "
-            f"{budgets}, transfer from the undefended victim, and BPDA-PGD through a smoothed copy of your "
+            f"{budgets}, transfer from the undefended victim, and BPDA (PGD and APGD) through a smoothed copy of your "
             f"model. Robust accuracy {before.suite.robust_accuracy:.3f} with the suite, "
             f"{after.suite.robust_accuracy:.3f} with the escalation; the score uses the lower."
         )
