@@ -26,8 +26,9 @@ GAMING = REPO / "tests" / "gaming"
 LAB = REPO / "labs" / "extraction-01"
 # The shipped victim (shared with the CLI tests through the session cache); a smaller attack:
 # the shipped budget and steps (fewer made the copy on labels no better than the floor, 0.48
-# against 0.46, once the queries were held-out scans), but copies at two budgets, not three.
-FASTER_ATTACK = {"curve": [0.5]}
+# against 0.46, once the queries were held-out scans), but copies on the whole budget only
+# (six views: three presentations of the pages, two readings of the answers).
+FASTER_ATTACK = {"curve": []}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,6 +89,7 @@ def test_the_reference_answers_the_attackers_queries_with_wrong_labels_and_score
         pytest.param("extraction_untrained_model.py", id="untrained-model"),
         pytest.param("extraction_reverse_sigmoid.py", id="ART-reverse-sigmoid"),
         pytest.param(LAB / "mitigation.py", id="starter-rounded-top-1"),
+        pytest.param("extraction_grey_ink.py", id="one-statistic-of-the-attackers-pages"),
     ],
 )
 def test_an_api_that_is_useless_or_keeps_the_labels_scores_near_zero(small, gaming):
@@ -95,6 +97,27 @@ def test_an_api_that_is_useless_or_keeps_the_labels_scores_near_zero(small, gami
     # Measured 0.0 for each on the shipped scenario.
     assert evaluation.score.total <= 10
     assert evaluation.feedback, "a low score comes with feedback"
+
+
+def test_the_attacker_presents_its_pages_three_ways_each_with_the_whole_budget(small):
+    """An attacker who has read the defence changes what it keys on: binarised pages have no
+    grey left, ink-matched pages have the users' grey levels in their own shapes."""
+    import numpy as np
+
+    from secureml.families.extraction.attacks import INK, PRESENTATIONS
+
+    stage = runner.prepare_stage(small, RunContext(cache=Cache()))[2]
+    rows = stage.attacker_rows
+    assert list(rows) == ["as-scanned", "binarised", "ink-matched"] == list(PRESENTATIONS)
+    assert all(len(part) == small.attack.budget for part in rows.values())
+    assert len(np.unique(np.concatenate([*rows.values(), stage.user_rows]))) == len(stage.queries)
+    binarised = stage.queries[rows["binarised"]]
+    assert set(np.unique(binarised)) <= {0.0, 1.0}
+    matched, own = stage.queries[rows["ink-matched"]], stage.x_labelled
+    # The same ink pixels as the pages as scanned, at the attacker's own digits' ink levels.
+    assert np.array_equal(matched > INK, stage.queries[rows["as-scanned"]] > INK)
+    assert abs(np.median(matched[matched > INK]) - np.median(own[own > INK])) < 0.05
+    assert len(stage.views) == 6
 
 
 def test_an_api_answering_logits_or_the_wrong_shape_is_an_invalid_result(small, tmp_path):

@@ -21,6 +21,9 @@ from secureml.scenario import ScenarioBase, StrictModel
 # spread evenly). Rounding, temperature, ReverseSigmoid and top-1 leave the labels as they
 # were, so the "labels" reading sees straight through them.
 READINGS = ("labels", "soft")
+# How the attacker presents its pages (secureml.families.extraction.attacks.PRESENTATIONS):
+# as its scanner read them, binarised, and with its ink matched to its own labelled images.
+PRESENTATIONS = ("as-scanned", "binarised", "ink-matched")
 # Sides the attacker's 8x8 digits are upscaled to in automatic variants (the public
 # scenario's 20 is MNIST's own digit box); all fit a 28x28 frame.
 VARIANT_SIDES = (16, 18, 20, 22, 24)
@@ -47,6 +50,12 @@ class CopycatAttack(StrictModel):
         min_length=1,
         description="how the attacker reads the answers; one copy per reading, the most faithful decides",
     )
+    presentations: list[str] = Field(
+        default_factory=lambda: list(PRESENTATIONS),
+        min_length=1,
+        description="how the attacker presents its pages; each is an attacker of its own with the whole "
+        "budget, and the most faithful copy of any of them counts",
+    )
     query_batch: int = Field(default=100, gt=0, le=10000, description="queries per call of the API")
     curve: list[float] = Field(
         default_factory=lambda: [0.25, 0.5],
@@ -62,6 +71,14 @@ class CopycatAttack(StrictModel):
         if unknown or len(set(readings)) != len(readings):
             raise ValueError(f"distinct readings, each one of: {', '.join(READINGS)}; found {readings}")
         return readings
+
+    @field_validator("presentations")
+    @classmethod
+    def _known_presentations(cls, presentations: list[str]) -> list[str]:
+        unknown = [name for name in presentations if name not in PRESENTATIONS]
+        if unknown or len(set(presentations)) != len(presentations):
+            raise ValueError(f"distinct presentations, each one of: {', '.join(PRESENTATIONS)}; found {presentations}")
+        return presentations
 
     @field_validator("copy_arch")
     @classmethod

@@ -33,7 +33,7 @@ from secureml.families.base import (
     Sample,
     handover_of,
 )
-from secureml.families.extraction.attacks import as_the_attacker_sends_them, rescanned, steal
+from secureml.families.extraction.attacks import PRESENTATIONS, as_the_attacker_sends_them, rescanned, steal
 from secureml.families.extraction.config import ExtractionScenario
 from secureml.families.inversion.family import ProtectTools, QueryInversionFamily, closing_hint
 from secureml.randomness import derive_seed, generator
@@ -56,6 +56,12 @@ class ExtractionTools(ProtectTools):
 
     def training_set(self) -> tuple[np.ndarray, np.ndarray]:
         return self._inputs.training_set()
+
+
+def view_name(presentation: str, reading: str) -> str:
+    """One attacker: its pages presented one way, the answers read one way. The pages as
+    scanned keep the plain reading's name."""
+    return reading if presentation == "as-scanned" else f"{reading} ({presentation})"
 
 
 def read_answers(reading: str, outputs: np.ndarray) -> np.ndarray:
@@ -84,8 +90,9 @@ class ApiOutcome:
 
     accuracy: float  # of the argmax on honest users' queries
     log_loss: float  # of the client's reading of the outputs on those queries
-    # Per reading of the answers, per number of queries used (the first ones of the
-    # budget): the copy trained on them. The attacker keeps its most faithful copy.
+    # Per view (presentation of the pages and reading of the answers, `view_name`), per
+    # number of queries used (the first ones of the budget): the copy trained on them. The
+    # attacker keeps its most faithful copy.
     copies: dict[str, dict[int, Copy]]
 
     def best(self, reading: str) -> tuple[int, Copy]:
@@ -129,10 +136,11 @@ class ExtractionStage:
     key: str
     x_labelled: np.ndarray  # the attacker's own labelled images
     y_labelled: np.ndarray
-    # The query batch and which rows are whose (the grader's secret). attacker_rows are in
-    # the attacker's own order: a curve point on a share of the budget takes the first ones.
+    # The query batch and which rows are whose (the grader's secret). attacker_rows, per
+    # presentation, are in the attacker's own order: a curve point on a share of the budget
+    # takes the first ones.
     queries: np.ndarray
-    attacker_rows: np.ndarray
+    attacker_rows: dict[str, np.ndarray]
     user_rows: np.ndarray
     y_users: np.ndarray
     x_test: np.ndarray  # never sent through the API: the copies are judged on them
@@ -142,6 +150,16 @@ class ExtractionStage:
     undefended: ApiOutcome = field(init=False)
     label_only_log_loss: float = field(init=False)
     memo: dict[str, ApiOutcome] = field(default_factory=dict)
+
+    @property
+    def views(self) -> dict[str, tuple[str, str]]:
+        """Every attacker: view name -> (presentation, reading)."""
+        attack = self.scenario.attack
+        return {
+            view_name(presentation, reading): (presentation, reading)
+            for presentation in attack.presentations
+            for reading in attack.readings
+        }
 
 
 class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
@@ -178,9 +196,16 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
             generator(scenario.seed, "attacker-jitter"),
             shift=min(2, (min(split.shape[-2:]) - attack.digit_side) // 2),  # never across the frame's edge
         )
-        batch = np.concatenate([attacker_queries, split.x_test[user_rows]])
+        x_labelled = np.ascontiguousarray(split.x_test[labelled_rows])
+        # Each presentation of the pages is an attacker of its own, in the same stream.
+        presented = [PRESENTATIONS[name](attacker_queries, x_labelled) for name in attack.presentations]
+        batch = np.concatenate([*presented, split.x_test[user_rows]])
         order = generator(scenario.seed, "query-order").permutation(len(batch))
         position = np.argsort(order)  # where each query ended up in the shuffled batch
+        attacker_rows = {
+            name: position[index * attack.budget : (index + 1) * attack.budget]
+            for index, name in enumerate(attack.presentations)
+        }
         victim = models.train_cached(
             ctx.cache,
             scenario.victim,
@@ -204,17 +229,17 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
                 scenario.seed,
                 software_key("secureml.families.extraction"),
             ),
-            x_labelled=np.ascontiguousarray(split.x_test[labelled_rows]),
+            x_labelled=x_labelled,
             y_labelled=split.y_test[labelled_rows],
             queries=np.ascontiguousarray(batch[order]),
-            attacker_rows=position[: attack.budget],
-            user_rows=position[attack.budget :],
+            attacker_rows=attacker_rows,
+            user_rows=position[len(presented) * attack.budget :],
             y_users=split.y_test[user_rows],
             x_test=x_test,
             y_test=split.y_test[test_rows],
             victim_test=models.predict(victim, x_test),
         )
-        stage.floor = self._copy(stage, None, "labels", 0, ctx)
+        stage.floor = self._copy(stage, None, next(iter(stage.views)), 0, ctx)
         probabilities = ProtectTools.probabilities(stage.victim, stage.queries)
         stage.undefended = self._outcome(stage, probabilities, ctx)
         stage.label_only_log_loss = log_loss(
@@ -233,8 +258,8 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
                 accuracy=float((users.argmax(axis=1) == stage.y_users).mean()),
                 log_loss=log_loss(users, stage.y_users, stage.scenario.scoring.client_smoothing),
                 copies={
-                    reading: {count: self._copy(stage, outputs, reading, count, ctx) for count in self._counts(stage)}
-                    for reading in stage.scenario.attack.readings
+                    view: {count: self._copy(stage, outputs, view, count, ctx) for count in self._counts(stage)}
+                    for view in stage.views
                 },
             )
         return stage.memo[key]
@@ -249,24 +274,29 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         return sorted({*(max(1, round(share * attack.budget)) for share in attack.curve), attack.budget})
 
     def _copy(
-        self, stage: ExtractionStage, outputs: np.ndarray | None, reading: str, queries: int, ctx: RunContext
+        self, stage: ExtractionStage, outputs: np.ndarray | None, view: str, queries: int, ctx: RunContext
     ) -> Copy:
         """The copy trained on the attacker's labelled images and the answers to its first
-        `queries` queries read as `reading` (cached by those answers)."""
+        `queries` queries, presented and read as `view` says (cached by those answers)."""
         import numpy as np
 
+        presentation, reading = stage.views[view]
+        rows = stage.attacker_rows[presentation][:queries]
         answers = (
-            read_answers(reading, outputs[stage.attacker_rows[:queries]])
+            read_answers(reading, outputs[rows])
             if outputs is not None and queries
             else np.zeros((0, stage.split.num_classes), dtype=np.float32)
         )
-        # A zero-size array has no bytes to hash: the floor is keyed by name.
-        key = content_key(stage.key, "copy", answers if len(answers) else "no queries")
+        # A zero-size array has no bytes to hash: the floor is keyed by name. The same
+        # answers to other pages make another copy: the presentation is part of the key.
+        key = content_key(stage.key, "copy", presentation, answers) if len(answers) else content_key(
+            stage.key, "copy", "no queries"
+        )
         predictions = self.cached_arrays(
             ctx.cache,
             "extraction-copies",
             key,
-            lambda: {"predictions": self._steal(stage, answers, queries, ctx)},
+            lambda: {"predictions": self._steal(stage, answers, rows, ctx)},
         )["predictions"]
         return Copy(
             fidelity=float((predictions == stage.victim_test).mean()),
@@ -274,7 +304,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         )
 
     @staticmethod
-    def _steal(stage: ExtractionStage, answers: np.ndarray, queries: int, ctx: RunContext) -> np.ndarray:
+    def _steal(stage: ExtractionStage, answers: np.ndarray, rows: np.ndarray, ctx: RunContext) -> np.ndarray:
         import numpy as np
 
         split, attack = stage.split, stage.scenario.attack
@@ -283,10 +313,11 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         # on fewer images is not undertrained. With the same 10 epochs, the copy on 100
         # labelled images alone agreed 0.45 with the victim, and 0.80 after as many steps
         # as the copy on 1,100 images took (seed 1234): the old floor was a training artefact.
+        queries = len(rows)
         images = len(own) + queries
         steps = attack.epochs * -(-(len(own) + attack.budget) // attack.batch_size)
         copy = steal(
-            np.concatenate([stage.x_labelled, stage.queries[stage.attacker_rows[:queries]]]),
+            np.concatenate([stage.x_labelled, stage.queries[rows]]),
             np.concatenate([own, answers]),
             attack.model_copy(update={"epochs": -(-steps // -(-images // attack.batch_size))}),
             input_shape=split.shape,
@@ -394,8 +425,8 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         readings tied there, the one the undefended API taught most."""
         undefended = stage.undefended.fidelity_by_reading()
         return min(
-            stage.scenario.attack.readings,
-            key=lambda reading: (score.parts.get(f"fidelity_removed.{reading}", 1.0), -undefended[reading]),
+            stage.views,
+            key=lambda view: (score.parts.get(f"fidelity_removed.{view}", 1.0), -undefended[view]),
         )
 
     @staticmethod
