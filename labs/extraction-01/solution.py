@@ -19,8 +19,8 @@ So the detector is a small CNN trained to tell the owner's training images from 
 images degraded by *generic* rescanning (any coarse resolution, any number of grey levels,
 any size, then left as is, binarised, blurred, or with the users' ink levels), the forensic
 question of whether an image was resampled (Popescu and Farid, IEEE TSP 2005). It never
-sees the attacker's scanner or pages. Its threshold is the 99th percentile of its scores on
-training images it did not learn from: about 1% of honest users are flagged.
+sees the attacker's scanner or pages. Its threshold is the 99.5th percentile of its scores
+on training images it did not learn from: about 0.5% of honest users are flagged.
 
 A flagged query gets the model's probabilities turned around the classes by a secret
 shift (1 to 9 places, drawn from the deployment's seed): a confident, plausible-looking
@@ -36,8 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Share of honest users flagged: they lose their answer, so this is the accuracy given up.
-FALSE_ALARMS = 0.01
+# Share of honest users flagged: they lose their answer, so this is the accuracy given up,
+# and a confidently wrong answer costs their log loss too. Measured on seeds 1234-1236: at
+# 1% the scores were 92, 64 and 87 (seed 1235 lost 1.7 points of accuracy and three
+# quarters of the confidences); at 0.5%, 99, 89 and 94, with every view still removed.
+FALSE_ALARMS = 0.005
 INK = 0.1  # a pixel above this is ink (the background is 0)
 CALIBRATION = 0.2  # share of the training images kept out of the detector's training
 EPOCHS = 6

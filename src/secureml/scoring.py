@@ -357,11 +357,12 @@ def _api_usefulness(
 
 EXTRACTION_FORMULA = (
     "F  = fidelity: the share of held-out test images on which the attacker's copy gives the\n"
-    "     victim's answer; one copy per reading r of your answers (labels, soft), the most\n"
-    "     faithful decides\n"
+    "     victim's answer; one copy per view r: its pages presented one way (as scanned,\n"
+    "     binarised, ink matched to its own digits) and your answers read one way (labels,\n"
+    "     soft); the most faithful decides\n"
     "LL = log loss of the client's reading of your outputs on honest users' queries:\n"
     "     probabilities, unreported mass spread evenly, {client_smoothing:g} of uniform mass mixed in\n"
-    "fidelity_removed = min over the readings r of clip((F_none,r - F_mit,r) / (F_none,r - F_floor), 0, 1)\n"
+    "fidelity_removed = min over the views r of clip((F_none,r - F_mit,r) / (F_none,r - F_floor), 0, 1)\n"
     "accuracy_kept    = clip(1 - max(0, ACC_none - ACC_mit) / {max_accuracy_drop:g}, 0, 1)\n"
     "confidence_kept  = clip((LL_label_only - LL_mit) / (LL_label_only - LL_none), 0, 1)\n"
     "usefulness       = accuracy_kept * (1 - {confidence_weight:g} + {confidence_weight:g} * "
