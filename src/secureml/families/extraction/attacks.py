@@ -58,6 +58,9 @@ def as_the_attacker_sends_them(images: np.ndarray, rng: np.random.Generator, shi
     return np.ascontiguousarray(moved * gain, dtype=np.float32)
 
 
+INK = 0.1  # a pixel above this is ink (MNIST's background is 0)
+
+
 # How an attacker who has read the API's defence presents its pages: each presentation is
 # another attacker with the same pages and budget, and the most faithful copy of any of them
 # counts. A per-query detector keyed to one statistic of the pages (their grey ink, say) is
@@ -91,7 +94,6 @@ def _ink_matched(queries: np.ndarray, labelled: np.ndarray) -> np.ndarray:
     return out
 
 
-INK = 0.1  # a pixel above this is ink (MNIST's background is 0)
 PRESENTATIONS = {"as-scanned": _as_scanned, "binarised": _binarised, "ink-matched": _ink_matched}
 
 
