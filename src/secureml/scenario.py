@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,15 @@ from secureml.mitigation import TraineeCall
 from secureml.models import ARCHITECTURES
 
 ScenarioId = typing.Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+
+
+def distinct_known(values: list[str], known: Collection[str], what: str) -> list[str]:
+    """A list field's check: distinct names, each one of `known` (a pydantic field validator's
+    body; the ValueError becomes the loader's error for that field)."""
+    unknown = [value for value in values if value not in known]
+    if unknown or len(set(values)) != len(values):
+        raise ValueError(f"distinct {what}, each one of: {', '.join(known)}; found {values}")
+    return values
 
 
 class StrictModel(BaseModel):

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from secureml.families.inversion.config import ApiInversionScoring, InversionApiScenario
 from secureml.mitigation import TraineeCall
-from secureml.scenario import ScenarioBase, StrictModel
+from secureml.scenario import ScenarioBase, StrictModel, distinct_known
 
 # How the attacker reads the API's answers before it trains on them: "labels" (the argmax,
 # one-hot) and "soft" (the answer as a client reads it: renormalised, unreported mass
@@ -67,18 +67,12 @@ class CopycatAttack(StrictModel):
     @field_validator("readings")
     @classmethod
     def _known_readings(cls, readings: list[str]) -> list[str]:
-        unknown = [reading for reading in readings if reading not in READINGS]
-        if unknown or len(set(readings)) != len(readings):
-            raise ValueError(f"distinct readings, each one of: {', '.join(READINGS)}; found {readings}")
-        return readings
+        return distinct_known(readings, READINGS, "readings")
 
     @field_validator("presentations")
     @classmethod
     def _known_presentations(cls, presentations: list[str]) -> list[str]:
-        unknown = [name for name in presentations if name not in PRESENTATIONS]
-        if unknown or len(set(presentations)) != len(presentations):
-            raise ValueError(f"distinct presentations, each one of: {', '.join(PRESENTATIONS)}; found {presentations}")
-        return presentations
+        return distinct_known(presentations, PRESENTATIONS, "presentations")
 
     @field_validator("copy_arch")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from secureml.mitigation import TraineeCall
-from secureml.scenario import ScenarioBase, StrictModel, VictimConfig
+from secureml.scenario import ScenarioBase, StrictModel, VictimConfig, distinct_known
 
 
 class MIFaceAttack(StrictModel):
@@ -88,10 +88,7 @@ class InversionNetAttack(StrictModel):
     def _known_views(cls, views: list[str]) -> list[str]:
         from secureml.api_outputs import VIEWS
 
-        unknown = [view for view in views if view not in VIEWS]
-        if unknown or len(set(views)) != len(views):
-            raise ValueError(f"distinct views, each one of: {', '.join(VIEWS)}; found {views}")
-        return views
+        return distinct_known(views, VIEWS, "views")
 
 
 class Holdout(StrictModel):

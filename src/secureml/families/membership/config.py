@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from secureml.mitigation import TraineeCall
-from secureml.scenario import ScenarioBase, StrictModel
+from secureml.scenario import ScenarioBase, StrictModel, distinct_known
 
 # The attacks of the suite, by name (the implementations: membership/attacks.py ATTACKS).
 ATTACK_NAMES = ("loss", "augmented-loss", "black-box", "label-only")
@@ -61,10 +61,7 @@ class MembershipAttacks(StrictModel):
     @field_validator("suite")
     @classmethod
     def _known_attacks(cls, suite: list[str]) -> list[str]:
-        unknown = [name for name in suite if name not in ATTACK_NAMES]
-        if unknown or len(set(suite)) != len(suite):
-            raise ValueError(f"distinct attacks, each one of: {', '.join(ATTACK_NAMES)}; found {suite}")
-        return suite
+        return distinct_known(suite, ATTACK_NAMES, "attacks")
 
 
 class MembershipScoring(StrictModel):
