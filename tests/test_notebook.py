@@ -161,7 +161,8 @@ def test_the_example_notebook_runs_in_a_real_kernel_and_shows_its_score(tmp_path
     assert score <= 10  # the shipped notebook defines the starter's sanitize
     assert "<table>" in everything and "your mitigation" in everything
     assert "data:image/png;base64," in everything  # the trigger picture, inline
-    assert json.loads((tmp_path / "lab/out/poisoning-01/results.json").read_text())["score"] == score
+    # The notebook shows the score to one decimal: CI once saw the starter's 0.9552 as 1.0.
+    assert round(json.loads((tmp_path / "lab/out/poisoning-01/results.json").read_text())["score"], 1) == score
     wrong_name, progress, executable = shown[-3:]
     assert "error: " in wrong_name and "the function is named 'sanitise'" in wrong_name
     assert "Traceback" not in wrong_name
