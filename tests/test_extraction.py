@@ -164,7 +164,7 @@ def test_an_attacker_drawing_its_digits_too_large_for_the_images_is_refused(tmp_
 
 
 @pytest.mark.slow
-def test_run_extraction_with_the_reference_solution_scores_high_and_draws_the_fidelity_curve(tmp_path):
+def test_run_extraction_with_the_reference_solution_scores_high_and_draws_the_fidelity_per_view(tmp_path):
     payload = run_json("extraction-01", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["score"] >= 80
     assert (tmp_path / "fidelity.png").stat().st_size > 10_000

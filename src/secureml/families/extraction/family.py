@@ -411,14 +411,14 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         fidelity is the most faithful of the readings' copies: derived, its tolerance
         measured over seeds (`verify --record --seeds N`)."""
         users = len(stage.y_users)
+        shares = len(ExtractionFamily._counts(stage))
         return {
             f"{prefix}.accuracy": Sample.rate(users, "users' queries"),
             f"{prefix}.log_loss": Sample.mean(users, "users' queries"),
-            # Recorded over 3 seeds x threads 2,1 its SD was 129 (mitigated) and 258 (victim):
-            # 3 SD spanned every share of the budget.
-            f"{prefix}.queries_used": Sample.report(
-                "the budget share whose copy was most faithful, a pick among "
-                f"{len(ExtractionFamily._counts(stage))} shares"
+            # With shares of the budget, recorded over 3 seeds x threads 2,1 its SD was 129
+            # (mitigated) and 258 (victim): 3 SD spanned every share. Without, it is the budget.
+            f"{prefix}.queries_used": EXACT if shares == 1 else Sample.report(
+                f"the budget share whose copy was most faithful, a pick among {shares} shares"
             ),
         }
 
@@ -458,28 +458,31 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         return closing_hint(score, notes, [], hints.success)
 
     def _picture(self, stage: ExtractionStage, mitigated: ApiOutcome, reading: str, path: Path) -> Path:
-        """The copy's fidelity against the queries it was trained on, undefended and mitigated."""
+        """Per view (presentation of the pages, reading of the answers), the most faithful
+        copy's agreement with the model, undefended and mitigated, over the floor."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import numpy as np
 
-        used = [0, *self._counts(stage)]
-        figure, axis = plt.subplots(figsize=(5.6, 3.8))
-        for label, outcome, style in (
-            ("full probabilities (undefended)", stage.undefended, "o-"),
-            ("your API", mitigated, "s-"),
+        views = list(stage.views)
+        at = np.arange(len(views))
+        figure, axis = plt.subplots(figsize=(max(5.6, 1.1 * len(views) + 1.5), 3.8))
+        for offset, label, outcome in (
+            (-0.2, "full probabilities (undefended)", stage.undefended),
+            (0.2, "your API", mitigated),
         ):
-            fidelity = [stage.floor.fidelity, *(outcome.copies[reading][count].fidelity for count in used[1:])]
-            axis.plot(used, fidelity, style, label=label)
+            fidelity = outcome.fidelity_by_reading()
+            axis.bar(at + offset, [fidelity[view] for view in views], width=0.4, label=label)
         axis.axhline(stage.floor.fidelity, color="grey", linestyle=":", label="own labelled images alone")
-        axis.set_xlabel("queries answered by the API")
+        axis.set_xticks(at, [view.replace(" (", "\n(") for view in views], fontsize=8)
         axis.set_ylabel("copy's agreement with the model")
-        axis.set_ylim(0, 1)
-        axis.set_xticks(used)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="upper right")
-        axis.set_title(f"{stage.scenario.id}: ART Copycat CNN, answers read as {reading}", fontsize=10)
+        axis.set_ylim(0, 1.2)  # room for the legend above the bars
+        axis.set_yticks(np.linspace(0, 1, 6))
+        axis.grid(alpha=0.3, axis="y")
+        axis.legend(fontsize=8, loc="upper center", ncol=3)
+        axis.set_title(f"{stage.scenario.id}: ART Copycat CNN per view; {reading} decided", fontsize=10)
         figure.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
