@@ -63,6 +63,37 @@ def test_a_mean_over_a_few_fooled_images_is_reported_but_not_verified():
     assert check.status == "report" and check.ok
 
 
+def test_a_mean_whose_items_spread_is_known_gets_three_standard_errors_even_when_seeds_agree():
+    # membership-01's floor advantage: a mean over 32 random partitions (SD 0.0117 each).
+    # 3 SD over 3 seeds x threads 2,1 was 0.0013, and a new machine moved it 0.0014.
+    sample = Sample.mean(32, "random partitions", sd=0.0117)
+    seeds = verify.Spread(0.00043, 6, "3 seeds x threads 2,1")
+    expected = verify.expected_for(0.0482, sample, seeds)
+    assert expected.tolerance == pytest.approx(0.0063)  # 3 * 0.0117 / sqrt(32) = 0.00621, rounded up
+    assert expected.n == 32
+    assert expected.source == "standard error: 3 SE of a mean over 32 random partitions (SD 0.0117 each)"
+    assert verify.Check("membership-01", "floor.advantage", expected, found=0.0482 - 0.0014).ok
+    # A record without seeds gives the same band.
+    assert verify.expected_for(0.0482, sample).tolerance == expected.tolerance
+
+
+def test_a_mean_that_seeds_move_more_than_its_standard_error_takes_the_wider_band():
+    sample = Sample.mean(86, "images hop-skip-jump fooled", sd=0.05)
+    expected = verify.expected_for(0.80, sample, verify.Spread(0.02, 6, "3 seeds x threads 2,1"))
+    assert expected.tolerance == pytest.approx(0.06)
+    assert expected.source.startswith("measured: 3 SD over 3 seeds x threads 2,1 (SD 0.02), wider than standard error")
+    # Recorded again without seeds, the measured band holds.
+    again = verify.expected_for(0.81, sample, previous=expected)
+    assert (again.tolerance, again.source) == (expected.tolerance, expected.source)
+
+
+def test_a_mean_of_identical_items_or_too_few_follows_the_other_rules():
+    pinned = verify.expected_for(0.2, Sample.mean(90, "images pgd fooled", sd=0.0), verify.Spread(0.0, 6, "6 runs"))
+    assert pinned.tolerance is None and pinned.source.startswith("report only: identical over 6 runs")
+    few = verify.expected_for(0.13, Sample.mean(3, "images cw-l2 fooled", sd=0.05))
+    assert few.tolerance is None and few.source == "report only: mean over 3 images cw-l2 fooled"
+
+
 def test_a_derived_metric_takes_three_sd_measured_over_seeds_and_keeps_it_when_recorded_again():
     measured = verify.expected_for(86.9, None, verify.Spread(4.0, 5, "5 seeds"))
     assert measured.tolerance == 12.0 and measured.source.startswith("measured: 3 SD over 5 seeds")
@@ -161,8 +192,8 @@ def test_record_writes_value_tolerance_n_and_source_that_load_back(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_recorded_value_says_where_its_tolerance_came_from(path):
     for name, expected in scenarios.load(path).expected.items():
-        assert expected.source.split(":")[0] in ("binomial", "measured", "report only", "exact"), name
-        if expected.source.startswith("binomial"):
+        assert expected.source.split(":")[0] in ("binomial", "standard error", "measured", "report only", "exact"), name
+        if expected.source.startswith(("binomial", "standard error")):
             assert expected.n, name
 
 

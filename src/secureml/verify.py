@@ -118,6 +118,10 @@ def expected_for(
     measured = spread if spread is not None and spread.runs > 1 else None
     if sample is not None and sample.kind == "report":
         return ExpectedValue(value=value, tolerance=None, source=f"report only: {sample.items}")
+    if sample is not None and sample.kind == "mean" and sample.sd is not None and (n or 0) >= MIN_MEAN_ITEMS:
+        standard = standard_error(value, sample, measured, previous)
+        if standard is not None:
+            return standard
     if measured is None and previous is not None and previous.source.startswith(_MEASURED_SOURCES):
         # What seeds and thread counts were measured to move (a band wider than the
         # binomial's, or a spread over every possible rate) holds until measured again.
@@ -150,6 +154,33 @@ def expected_for(
     return ExpectedValue(
         value=value, tolerance=None, n=n, source=f"report only: {what}; `{MEASURE}` measures it"
     )
+
+
+def standard_error(
+    value: float, sample: Sample, measured: Spread | None, previous: ExpectedValue | None
+) -> ExpectedValue | None:
+    """A mean whose items' SD the family knows: Z standard errors (sd / sqrt(n)) bound its
+    tolerance from below, as the binomial does a rate's; a wider spread measured over seeds
+    and thread counts (or recorded so before) widens it. None when the standard error is
+    float rounding (then the other rules apply).
+
+    Why: three seeds on one machine measure how a mean moves with the seed, not with the
+    items a new machine draws. membership-01's floor advantage (a mean over 32 random
+    partitions, SD 0.0117 each) had 3 SD over 3 seeds x 2 thread counts of 0.0013; a new
+    machine moved it 0.0014. Its 3 SE are 0.0062."""
+    assert sample.n and sample.sd is not None
+    floor = _round_up(Z * sample.sd / math.sqrt(sample.n))
+    if floor <= ROUNDING * max(1.0, abs(value)):
+        return None
+    source = f"standard error: {Z:g} SE of a mean over {sample.n} {sample.items} (SD {sample.sd:.3g} each)"
+    if measured is not None and _round_up(Z * measured.sd) > floor:
+        wider = f"measured: {Z:g} SD over {measured.over} (SD {measured.sd:.3g}), wider than {source}"
+        return ExpectedValue(value=value, tolerance=_round_up(Z * measured.sd), n=sample.n, source=wider)
+    kept = measured is None and previous is not None and previous.source.startswith("measured:")
+    if kept and previous is not None and previous.tolerance is not None and previous.tolerance > floor:
+        # A band a multi-seed record measured holds until measured again.
+        return ExpectedValue(value=value, tolerance=previous.tolerance, n=sample.n, source=previous.source)
+    return ExpectedValue(value=value, tolerance=floor, n=sample.n, source=source)
 
 
 def _round_up(tolerance: float) -> float:

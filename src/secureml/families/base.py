@@ -75,7 +75,9 @@ class Sample:
 
     kind "rate": the share of `n` items that something happened to (binomial spread);
     "mean": the average of a continuous value over `n` items (e.g. the images an attack
-    fooled); "exact": a count or a constant that must reproduce exactly; "report": shown
+    fooled), with `sd` the items' standard deviation when the family knows it (its standard
+    error then bounds the tolerance from below, as the binomial does a rate's);
+    "exact": a count or a constant that must reproduce exactly; "report": shown
     by `verify`, never checked, because it is a pick among a few discrete options (which
     budget share made the best copy) and any band wide enough to hold would check nothing.
     A metric without a Sample (a score, a count of kept samples) is derived from others.
@@ -84,14 +86,15 @@ class Sample:
     kind: Literal["rate", "mean", "exact", "report"]
     n: int | None = None
     items: str = ""  # what the n are: "test images", "fooled images", ...
+    sd: float | None = None  # of a mean: the items' standard deviation
 
     @classmethod
     def rate(cls, n: int, items: str) -> Sample:
         return cls("rate", int(n), items)
 
     @classmethod
-    def mean(cls, n: int, items: str) -> Sample:
-        return cls("mean", int(n), items)
+    def mean(cls, n: int, items: str, sd: float | None = None) -> Sample:
+        return cls("mean", int(n), items, None if sd is None else float(sd))
 
     @classmethod
     def report(cls, why: str) -> Sample:

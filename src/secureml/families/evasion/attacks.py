@@ -107,16 +107,20 @@ class SuiteResult:
         """Worst case over a part of the suite (e.g. the white-box attacks only)."""
         return float(self.robust_of(names).mean())
 
-    def mean_perturbation(self, name: str | None = None) -> float:
-        """Mean size of the successful perturbations: of one attack, or the smallest per image."""
+    def successful_norms(self, name: str | None = None) -> np.ndarray:
+        """The sizes of the successful perturbations: of one attack, or the smallest per image."""
         import numpy as np
 
         if name is not None:
             outcome = self.outcomes[name]
-            return float(outcome.norms[outcome.fooled].mean()) if outcome.fooled.any() else 0.0
+            return outcome.norms[outcome.fooled]
         smallest = self.smallest_successful_norms()
-        found = np.isfinite(smallest)
-        return float(smallest[found].mean()) if found.any() else 0.0
+        return smallest[np.isfinite(smallest)]
+
+    def mean_perturbation(self, name: str | None = None) -> float:
+        """Mean size of the successful perturbations: of one attack, or the smallest per image."""
+        norms = self.successful_norms(name)
+        return float(norms.mean()) if len(norms) else 0.0
 
     def smallest_successful_norms(self) -> np.ndarray:
         import numpy as np

@@ -106,6 +106,11 @@ def attacked_indices(test_size: int, evaluation) -> np.ndarray:
     return np.sort(rng.choice(test_size, size=evaluation.subset, replace=False))
 
 
+def _perturbations(norms: np.ndarray, items: str) -> Sample:
+    """A mean perturbation's sample: the fooled images, and the spread of their norms."""
+    return Sample.mean(len(norms), items, sd=float(norms.std(ddof=1)) if len(norms) > 1 else None)
+
+
 def weights_identity(model) -> list[Any]:
     arrays = models.model_arrays(model)
     names = sorted(arrays)
@@ -377,21 +382,19 @@ class _EvasionFamily(Family[EvasionStage, Output]):
 
     def _samples(self, prefix: str, report: Report, stage: EvasionStage) -> dict[str, Sample]:
         """What each metric of `_metrics` is measured over."""
-        import numpy as np
 
         suite = report.suite
         attacked = Sample.rate(len(stage.y_attack), "attacked test images")
         samples = {
             f"{prefix}.clean_accuracy": Sample.rate(len(stage.split.y_test), "test images"),
             f"{prefix}.robust_accuracy": attacked,
-            f"{prefix}.mean_perturbation": Sample.mean(
-                int(np.isfinite(suite.smallest_successful_norms()).sum()), "images some attack fooled"
-            ),
+            f"{prefix}.mean_perturbation": _perturbations(suite.successful_norms(), "images some attack fooled"),
         }
-        for name, outcome in suite.outcomes.items():
+        for name in suite.outcomes:
             samples[f"{prefix}.robust_accuracy.{name}"] = attacked
-            fooled = int(outcome.fooled.sum())
-            samples[f"{prefix}.mean_perturbation.{name}"] = Sample.mean(fooled, f"images {name} fooled")
+            samples[f"{prefix}.mean_perturbation.{name}"] = _perturbations(
+                suite.successful_norms(name), f"images {name} fooled"
+            )
         for epsilon in stage.scenario.evaluation.curve.epsilons:
             samples[f"{prefix}.pgd_curve@{epsilon:g}"] = attacked
         return samples

@@ -33,7 +33,7 @@ from secureml.families.base import (
     handover_of,
     invalid,
 )
-from secureml.families.membership.attacks import ATTACKS, Roc, Shadow, build_suite, null_advantage, roc
+from secureml.families.membership.attacks import ATTACKS, Roc, Shadow, build_suite, null_advantages, roc
 from secureml.families.membership.config import MembershipScenario
 from secureml.randomness import derive_seed, generator
 from secureml.scoring import Score, membership_calibrated
@@ -116,10 +116,15 @@ class MembershipStage:
     key: str
     undefended: Outcome = field(init=False)
     floor: Outcome = field(init=False)
-    # The noise floor: the floor model's worst-case advantage, averaged over partitions.
-    floor_advantage: float = field(init=False)
+    # The noise floor: the floor model's worst-case advantage, per random partition; its
+    # mean is the floor.
+    floor_advantages: Any = field(init=False)
     # Outcomes already computed in this process, by content key (also without a disk cache).
     memo: dict[str, Outcome] = field(default_factory=dict)
+
+    @property
+    def floor_advantage(self) -> float:
+        return float(self.floor_advantages.mean())
 
 
 class MembershipFamily(ModelFamily[MembershipStage]):
@@ -160,7 +165,7 @@ class MembershipFamily(ModelFamily[MembershipStage]):
         floor_model = train(pools.x_floor, pools.y_floor, "floor", "training the floor model on other records")
         stage.undefended = self._outcome(stage, stage.victim, ctx)
         stage.floor = self._outcome(stage, floor_model, ctx)
-        stage.floor_advantage = null_advantage(
+        stage.floor_advantages = null_advantages(
             stage.floor.scores, pools.members, generator(scenario.seed, "null-partitions"), NULL_DRAWS
         )
         return stage
@@ -283,8 +288,15 @@ class MembershipFamily(ModelFamily[MembershipStage]):
             # The advantages, AUCs and TPRs are worst cases over attacks and thresholds:
             # derived, their tolerances measured over seeds (`verify --record --seeds N`).
             samples={
-                f"{prefix}.accuracy": Sample.rate(len(stage.pools.y_test), "test images")
-                for prefix in ("victim", "floor", "mitigated")
+                **{
+                    f"{prefix}.accuracy": Sample.rate(len(stage.pools.y_test), "test images")
+                    for prefix in ("victim", "floor", "mitigated")
+                },
+                "floor.advantage": Sample.mean(
+                    len(stage.floor_advantages),
+                    "random partitions of the evaluation records (the floor model saw none)",
+                    sd=float(stage.floor_advantages.std(ddof=1)),
+                ),
             },
             details={
                 "scoring": scenario.scoring.model_dump(),
