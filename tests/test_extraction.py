@@ -139,18 +139,21 @@ def test_an_api_answering_logits_or_the_wrong_shape_is_an_invalid_result(small, 
         assert raised.value.status == "invalid-result"
 
 
-def test_automatic_variants_draw_another_digit_size_that_always_validates(tmp_path):
+def test_automatic_variants_draw_another_digit_size_and_scanner_that_always_validate(tmp_path):
     public = scenario.load("extraction-01")
-    drawn = set()
+    sides, scanners = set(), set()
     for seed in range(30):
         overrides = public.variant_overrides(random.Random(seed))
-        side = overrides["attack"]["digit_side"]
-        assert side != public.attack.digit_side
+        attack = overrides["attack"]
+        assert attack["digit_side"] != public.attack.digit_side
+        assert (attack["scan"], attack["levels"]) != (public.attack.scan, public.attack.levels)
         path = tmp_path / f"variant-{seed}.yaml"
         path.write_text(yaml.safe_dump(overrides))
-        assert scenario.apply_overrides(public, path).attack.digit_side == side
-        drawn.add(side)
-    assert len(drawn) > 2
+        drawn = scenario.apply_overrides(public, path).attack
+        assert (drawn.digit_side, drawn.scan, drawn.levels) == (attack["digit_side"], attack["scan"], attack["levels"])
+        sides.add(drawn.digit_side)
+        scanners.add((drawn.scan, drawn.levels))
+    assert len(sides) > 2 and len(scanners) > 5
 
 
 def test_an_attacker_drawing_its_digits_too_large_for_the_images_is_refused(tmp_path):
@@ -158,6 +161,8 @@ def test_an_attacker_drawing_its_digits_too_large_for_the_images_is_refused(tmp_
 
     with pytest.raises(ConfigError, match="digit_side"):
         _variant(tmp_path, digit_side=30)
+    with pytest.raises(ConfigError, match=r"attack\.scan"):
+        _variant(tmp_path, digit_side=10, scan=12)
 
 
 # --------------------------------------------------------------------------- end to end, CLI
@@ -172,7 +177,8 @@ def test_run_extraction_with_the_reference_solution_scores_high_and_draws_the_fi
 
 @pytest.mark.slow
 def test_run_extraction_reference_on_a_hidden_variant_still_scores_high(tmp_path):
-    # Variant seed 2: another seed, other labelled images and queries, another digit size.
+    # Variant seed 2: another seed, other labelled images and queries, another digit size (16)
+    # and another scanner (6x6 pixels, 33 grey levels).
     payload = run_json("extraction-01", "--variant-seed", "2", "--mitigation", str(LAB / "solution.py"), out=tmp_path)
     assert payload["score"] >= 80
 

@@ -382,7 +382,6 @@ class _EvasionFamily(Family[EvasionStage, Output]):
 
     def _samples(self, prefix: str, report: Report, stage: EvasionStage) -> dict[str, Sample]:
         """What each metric of `_metrics` is measured over."""
-
         suite = report.suite
         attacked = Sample.rate(len(stage.y_attack), "attacked test images")
         samples = {

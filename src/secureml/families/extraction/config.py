@@ -24,9 +24,16 @@ READINGS = ("labels", "soft")
 # How the attacker presents its pages (secureml.families.extraction.attacks.PRESENTATIONS):
 # as its scanner read them, binarised, and with its ink matched to its own labelled images.
 PRESENTATIONS = ("as-scanned", "binarised", "ink-matched")
-# Sides the attacker's 8x8 digits are upscaled to in automatic variants (the public
+# Sides the attacker's scanned digits are upscaled to in automatic variants (the public
 # scenario's 20 is MNIST's own digit box); all fit a 28x28 frame.
 VARIANT_SIDES = (16, 18, 20, 22, 24)
+# The attacker's scanner in automatic variants: its resolution and grey levels (the public
+# scenario's 8x8 at 17 levels is scikit-learn's digits). A detector tuned to one scanner
+# meets another. The lab's premise is a scanner coarser than the users': at 12x12 and 33
+# levels the reference let half the binarised pages' lesson through (score 75.7, seed 1234),
+# at 6-10 pixels it scored 99.
+VARIANT_SCANS = (6, 7, 8, 9, 10)
+VARIANT_LEVELS = (9, 17, 33)
 
 
 class CopycatAttack(StrictModel):
@@ -39,8 +46,10 @@ class CopycatAttack(StrictModel):
         gt=0, description="queries the attacker sends: held-out digits of its own, read by another scanner"
     )
     digit_side: int = Field(
-        default=20, ge=8, le=28, description="the attacker's 8x8 scans are upscaled to this side, centred"
+        default=20, ge=8, le=28, description="the attacker's scans are upscaled to this side, centred"
     )
+    scan: int = Field(default=8, ge=4, le=16, description="the attacker's scanner reads scan x scan pixels")
+    levels: int = Field(default=17, ge=2, le=256, description="grey levels of the attacker's scanner")
     copy_arch: str = Field(default="cnn", description="the copy's architecture (secureml.models)")
     epochs: int = Field(gt=0, le=200)
     learning_rate: float = Field(gt=0, le=1)
@@ -156,11 +165,19 @@ class ExtractionScenario(ScenarioBase):
                 f"attack.digit_side ({self.attack.digit_side}) must fit the dataset's one-channel images; "
                 f"{self.dataset.name} has shape {(channels, height, width)}"
             )
+        if self.attack.scan > self.attack.digit_side:
+            raise ValueError(
+                f"attack.scan ({self.attack.scan}) must be at most attack.digit_side ({self.attack.digit_side}): "
+                "the attacker's scanner is coarser than the frame its digits are drawn in"
+            )
         return self
 
     def variant_overrides(self, rng: random.Random) -> dict[str, Any]:
-        """Another size of the attacker's digits (the new seed already draws other labelled
-        images and other queries): a detector tuned to one size of query meets another."""
-        return {
-            "attack": {"digit_side": rng.choice([side for side in VARIANT_SIDES if side != self.attack.digit_side])}
-        }
+        """Another size of the attacker's digits and another scanner (the new seed already
+        draws other labelled images and other queries): a detector tuned to one size of
+        query, or to one scanner's resolution and grey levels, meets another."""
+        attack = self.attack
+        side = rng.choice([side for side in VARIANT_SIDES if side != attack.digit_side])
+        scanners = [(scan, levels) for scan in VARIANT_SCANS for levels in VARIANT_LEVELS]
+        scan, levels = rng.choice([pair for pair in scanners if pair != (attack.scan, attack.levels)])
+        return {"attack": {"digit_side": side, "scan": scan, "levels": levels}}

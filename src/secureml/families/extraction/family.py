@@ -195,7 +195,7 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         # of the pool measures the copies. Neither is ever shown to the trainee.
         scanned_rows, test_rows = rest[: attack.budget], np.sort(rest[attack.budget :])
         attacker_queries = as_the_attacker_sends_them(
-            rescanned(split.x_test[scanned_rows], attack.digit_side),
+            rescanned(split.x_test[scanned_rows], attack.digit_side, scan=attack.scan, levels=attack.levels),
             generator(scenario.seed, "attacker-jitter"),
             shift=min(2, (min(split.shape[-2:]) - attack.digit_side) // 2),  # never across the frame's edge
         )

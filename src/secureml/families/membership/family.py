@@ -118,7 +118,7 @@ class MembershipStage:
     floor: Outcome = field(init=False)
     # The noise floor: the floor model's worst-case advantage, per random partition; its
     # mean is the floor.
-    floor_advantages: Any = field(init=False)
+    floor_advantages: np.ndarray = field(init=False)
     # Outcomes already computed in this process, by content key (also without a disk cache).
     memo: dict[str, Outcome] = field(default_factory=dict)
 
@@ -287,6 +287,7 @@ class MembershipFamily(ModelFamily[MembershipStage]):
             pictures=pictures,
             # The advantages, AUCs and TPRs are worst cases over attacks and thresholds:
             # derived, their tolerances measured over seeds (`verify --record --seeds N`).
+            # The floor is a mean over random partitions: its standard error bounds its band.
             samples={
                 **{
                     f"{prefix}.accuracy": Sample.rate(len(stage.pools.y_test), "test images")
