@@ -77,6 +77,13 @@ def test_a_mean_whose_items_spread_is_known_gets_three_standard_errors_even_when
     assert verify.expected_for(0.0482, sample).tolerance == expected.tolerance
 
 
+def test_results_json_keeps_the_items_sd_only_where_the_family_reports_one():
+    assert Sample.mean(40, "images pgd fooled", sd=0.05).to_json() == {
+        "kind": "mean", "n": 40, "items": "images pgd fooled", "sd": 0.05
+    }
+    assert Sample.rate(1000, "test images").to_json() == {"kind": "rate", "n": 1000, "items": "test images"}
+
+
 def test_a_mean_that_seeds_move_more_than_its_standard_error_takes_the_wider_band():
     sample = Sample.mean(86, "images hop-skip-jump fooled", sd=0.05)
     expected = verify.expected_for(0.80, sample, verify.Spread(0.02, 6, "3 seeds x threads 2,1"))

@@ -6,7 +6,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class RunResult:
             "score_capped_by": evaluation.score.capped_by,
             "metrics": {name: _round(value) for name, value in evaluation.metrics.items()},
             # What each metric is measured over: {"kind": "rate", "n": 1000, "items": "test images"}.
-            "samples": {name: asdict(sample) for name, sample in evaluation.samples.items()},
+            "samples": {name: sample.to_json() for name, sample in evaluation.samples.items()},
             "rows": [
                 {"condition": row.condition, "note": row.note, **{k: _round(v) for k, v in row.metrics.items()}}
                 for row in evaluation.rows

@@ -37,7 +37,7 @@ import json
 import math
 import re
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
@@ -338,7 +338,7 @@ def verify_scenarios(
                 "seed": seed,
                 "threads": threads or thread_count(),
                 "metrics": evaluation.metrics,
-                "samples": {name: asdict(sample) for name, sample in evaluation.samples.items()},
+                "samples": {name: sample.to_json() for name, sample in evaluation.samples.items()},
             }
             for threads, evaluations in runs.items()
             for seed, evaluation in zip(seed_list, evaluations, strict=True)

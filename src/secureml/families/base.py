@@ -100,6 +100,11 @@ class Sample:
     def report(cls, why: str) -> Sample:
         return cls("report", None, why)
 
+    def to_json(self) -> dict[str, Any]:
+        """As results.json keeps it: the items' SD only where the family reports one."""
+        data = {"kind": self.kind, "n": self.n, "items": self.items}
+        return data if self.sd is None else {**data, "sd": self.sd}
+
 
 EXACT = Sample("exact")
 
