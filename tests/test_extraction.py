@@ -27,7 +27,7 @@ LAB = REPO / "labs" / "extraction-01"
 # The shipped victim (shared with the CLI tests through the session cache); a smaller attack:
 # the shipped budget and steps (fewer made the copy on labels no better than the floor, 0.48
 # against 0.46, once the queries were held-out scans), but copies on the whole budget only
-# (six views: three presentations of the pages, two readings of the answers).
+# (eight views: four presentations of the pages, two readings of the answers).
 FASTER_ATTACK = {"curve": []}
 
 
@@ -99,7 +99,7 @@ def test_an_api_that_is_useless_or_keeps_the_labels_scores_near_zero(small, gami
     assert evaluation.feedback, "a low score comes with feedback"
 
 
-def test_the_attacker_presents_its_pages_three_ways_each_with_the_whole_budget(small):
+def test_the_attacker_presents_its_pages_four_ways_each_with_the_whole_budget(small):
     """An attacker who has read the defence changes what it keys on: binarised pages have no
     grey left, ink-matched pages have the users' grey levels in their own shapes."""
     import numpy as np
@@ -108,7 +108,7 @@ def test_the_attacker_presents_its_pages_three_ways_each_with_the_whole_budget(s
 
     stage = runner.prepare_stage(small, RunContext(cache=Cache()))[2]
     rows = stage.attacker_rows
-    assert list(rows) == ["as-scanned", "binarised", "ink-matched"] == list(PRESENTATIONS)
+    assert list(rows) == ["as-scanned", "binarised", "ink-matched", "sharpened"] == list(PRESENTATIONS)
     assert all(len(part) == small.attack.budget for part in rows.values())
     assert len(np.unique(np.concatenate([*rows.values(), stage.user_rows]))) == len(stage.queries)
     binarised = stage.queries[rows["binarised"]]
@@ -117,7 +117,10 @@ def test_the_attacker_presents_its_pages_three_ways_each_with_the_whole_budget(s
     # The same ink pixels as the pages as scanned, at the attacker's own digits' ink levels.
     assert np.array_equal(matched > INK, stage.queries[rows["as-scanned"]] > INK)
     assert abs(np.median(matched[matched > INK]) - np.median(own[own > INK])) < 0.05
-    assert len(stage.views) == 6
+    # Sharpened pages: the same ink pixels, ink-matched too, crisper than as scanned.
+    sharpened = stage.queries[rows["sharpened"]]
+    assert abs(np.median(sharpened[sharpened > INK]) - np.median(own[own > INK])) < 0.05
+    assert len(stage.views) == 8
 
 
 def test_an_api_answering_logits_or_the_wrong_shape_is_an_invalid_result(small, tmp_path):

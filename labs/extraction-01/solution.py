@@ -14,7 +14,8 @@ Why a learned detector. One statistic of the image (say, the share of its ink dr
 grey) is what an adaptive attacker changes first: the grader's attacker also binarises its
 pages and maps their ink onto its own labelled digits' grey levels, and either let every
 page through a grey-ink test that caught all of them as sent (measured on seed 1234). What
-the attacker cannot change is where its pages come from: a scanner coarser than the users'.
+the attacker cannot change is where its pages come from: a scanner coarser than the users'
+(it also sharpens its pages to hide the upscaling; this detector still flags most of them).
 So the detector is a small CNN trained to tell the owner's training images from the same
 images degraded by *generic* rescanning (any coarse resolution, any number of grey levels,
 any size, then left as is, binarised, blurred, or with the users' ink levels), the forensic

@@ -94,7 +94,25 @@ def _ink_matched(queries: np.ndarray, labelled: np.ndarray) -> np.ndarray:
     return out
 
 
-PRESENTATIONS = {"as-scanned": _as_scanned, "binarised": _binarised, "ink-matched": _ink_matched}
+def _sharpened(queries: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """Unsharp-masked (amount 1, Gaussian sigma 0.8 pixels) to undo the upscaling's blur,
+    then ink-matched: of the attacker's edits a probe tried on the reference's rescanning
+    detector (texture, blur, another resampling, sharpening, each with or without ink
+    matching), the one it flagged least (83.5% of the pages, seed 1234)."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    pages = np.asarray(queries, dtype=np.float32)
+    blurred = gaussian_filter(pages, sigma=(0,) * (pages.ndim - 2) + (0.8, 0.8))
+    return _ink_matched(np.clip(2 * pages - blurred, 0, 1).astype(np.float32), labelled)
+
+
+PRESENTATIONS = {
+    "as-scanned": _as_scanned,
+    "binarised": _binarised,
+    "ink-matched": _ink_matched,
+    "sharpened": _sharpened,
+}
 
 
 def _soft_cross_entropy():

@@ -23,7 +23,7 @@ from secureml.scenario import ScenarioBase, StrictModel, distinct_known
 READINGS = ("labels", "soft")
 # How the attacker presents its pages (secureml.families.extraction.attacks.PRESENTATIONS):
 # as its scanner read them, binarised, and with its ink matched to its own labelled images.
-PRESENTATIONS = ("as-scanned", "binarised", "ink-matched")
+PRESENTATIONS = ("as-scanned", "binarised", "ink-matched", "sharpened")
 # Sides the attacker's scanned digits are upscaled to in automatic variants (the public
 # scenario's 20 is MNIST's own digit box); all fit a 28x28 frame.
 VARIANT_SIDES = (16, 18, 20, 22, 24)

@@ -7,9 +7,9 @@ attacker's queries (held-out handwriting read by another, low-resolution scanner
 upscaled: another distribution) and honest users' test images, shuffled together, unlabelled, without a
 client id: the API judges each query on its own.
 
-The attacker has read the defence: it sends its pages three ways (as scanned, binarised,
-ink-matched to its own labelled digits; `attacks.PRESENTATIONS`), each an attacker of its
-own with the whole budget in the same stream. It (ART's Copycat CNN) trains a copy on its
+The attacker has read the defence: it sends its pages four ways (as scanned, binarised,
+ink-matched to its own labelled digits, sharpened; `attacks.PRESENTATIONS`), each an
+attacker of its own with the whole budget in the same stream. It (ART's Copycat CNN) trains a copy on its
 own few labelled images and the answers to its queries, once per view: a presentation of
 the pages with a reading of the answers (the labels, the soft answer). The copy that
 agrees most with the victim on held-out test images, which never pass through the API,
