@@ -9,12 +9,12 @@ client id: the API judges each query on its own.
 
 The attacker has read the defence: it sends its pages four ways (as scanned, binarised,
 ink-matched to its own labelled digits, sharpened; `attacks.PRESENTATIONS`), each an
-attacker of its own with the whole budget in the same stream. It (ART's Copycat CNN) trains a copy on its
-own few labelled images and the answers to its queries, once per view: a presentation of
-the pages with a reading of the answers (the labels, the soft answer). The copy that
-agrees most with the victim on held-out test images, which never pass through the API,
-decides. The floor is a copy trained on the attacker's labelled images
-alone. Usefulness is the argmax's accuracy on the honest users' queries and the log loss
+attacker of its own with the whole budget in the same stream. It (ART's Copycat CNN)
+trains a copy on its own few labelled images and the answers to its queries, once per
+view: a presentation of the pages with a reading of the answers (the labels, the soft
+answer). The copy that agrees most with the victim on held-out test images, which never
+pass through the API, decides. The floor is a copy trained on the attacker's labelled
+images alone. Usefulness is the argmax's accuracy on the honest users' queries and the log loss
 of the confidences as a client reads them (secureml.api_outputs), as in inversion-02.
 """
 
