@@ -176,9 +176,10 @@ def standard_error(
     if measured is not None and _round_up(Z * measured.sd) > floor:
         wider = f"measured: {Z:g} SD over {measured.over} (SD {measured.sd:.3g}), wider than {source}"
         return ExpectedValue(value=value, tolerance=_round_up(Z * measured.sd), n=sample.n, source=wider)
-    kept = measured is None and previous is not None and previous.source.startswith("measured:")
-    if kept and previous is not None and previous.tolerance is not None and previous.tolerance > floor:
-        # A band a multi-seed record measured holds until measured again.
+    # A wider band a multi-seed record measured holds until measured again.
+    if measured is None and previous is not None and previous.source.startswith("measured:") and (
+        (previous.tolerance or 0.0) > floor
+    ):
         return ExpectedValue(value=value, tolerance=previous.tolerance, n=sample.n, source=previous.source)
     return ExpectedValue(value=value, tolerance=floor, n=sample.n, source=source)
 

@@ -275,17 +275,12 @@ def null_advantages(
     """The worst case over attacks of the membership advantage when no record is a member,
     once per random partition of the records into groups of `members` and the rest (`draws`
     of them). `scores` come from a model that saw none of the records (the floor model), so
-    every partition is as good as the real one: their mean (`null_advantage`) is the noise
-    level a model that leaks nothing reaches in expectation, where one partition is a draw
-    of it, and their spread is that draw's."""
+    every partition is as good as the real one: their mean is the noise level a model that
+    leaks nothing reaches in expectation, where one partition is a draw of it, and their
+    spread is that draw's."""
     advantages = np.empty(draws)
     for draw in range(draws):
         order = rng.permutation(len(next(iter(scores.values()))))
         first, rest = order[:members], order[members:]
         advantages[draw] = max(roc(values[first], values[rest]).advantage for values in scores.values())
     return advantages
-
-
-def null_advantage(scores: dict[str, np.ndarray], members: int, rng: np.random.Generator, draws: int) -> float:
-    """The mean of `null_advantages`: the floor a model that leaks nothing reaches."""
-    return float(null_advantages(scores, members, rng, draws).mean())
