@@ -23,11 +23,26 @@ bubblewrap:
 		|| { apt-get update -q && apt-get install -y -q bubblewrap; } \
 		|| echo "could not install bubblewrap; the sandbox tests will be skipped"
 
+# The suite in two parts: most tests spread over the cores (pytest-xdist, a file per worker at a
+# time), then the tests marked `serial` (they time what they run) alone. Both parts share one
+# cache folder, and both always run; the target fails if either failed. JUNIT=PREFIX writes
+# PREFIX.parallel.xml and PREFIX.serial.xml (.ci/run counts the tests in them).
+TEST_WORKERS ?= auto
+JUNIT ?=
+define run_suite
+	@cache=$$(mktemp -d); status=0; \
+	SECUREML_TEST_CACHE=$$cache $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "$(1)not serial" \
+		$(if $(JUNIT),--junitxml=$(JUNIT).parallel.xml) || status=$$?; \
+	SECUREML_TEST_CACHE=$$cache $(BIN)/python -m pytest -m "$(1)serial" \
+		$(if $(JUNIT),--junitxml=$(JUNIT).serial.xml) || status=$$?; \
+	rm -rf "$$cache"; exit $$status
+endef
+
 test: $(STAMP) bubblewrap
-	$(BIN)/python -m pytest
+	$(call run_suite,)
 
 test-fast: $(STAMP) bubblewrap
-	$(BIN)/python -m pytest -m "not slow"
+	$(call run_suite,not slow and )
 
 # Lint and type checks (configured in pyproject.toml); .ci/run runs them before the tests.
 lint: $(STAMP)
