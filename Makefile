@@ -24,14 +24,14 @@ bubblewrap:
 		|| echo "could not install bubblewrap; the sandbox tests will be skipped"
 
 # The suite in two parts: most tests spread over the cores (pytest-xdist, a file per worker at a
-# time), then the tests marked `serial` (they time what they run) alone. Both parts share one
+# time, in name order so that test_ci_verify.py, the longest, starts at once), then the tests marked `serial` (they time what they run) alone. Both parts share one
 # cache folder, and both always run; the target fails if either failed. JUNIT=PREFIX writes
 # PREFIX.parallel.xml and PREFIX.serial.xml (.ci/run counts the tests in them).
 TEST_WORKERS ?= auto
 JUNIT ?=
 define run_suite
 	@cache=$$(mktemp -d); status=0; \
-	SECUREML_TEST_CACHE=$$cache $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "$(1)not serial" \
+	SECUREML_TEST_CACHE=$$cache $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "$(1)not serial" \
 		$(if $(JUNIT),--junitxml=$(JUNIT).parallel.xml) || status=$$?; \
 	SECUREML_TEST_CACHE=$$cache $(BIN)/python -m pytest -m "$(1)serial" \
 		$(if $(JUNIT),--junitxml=$(JUNIT).serial.xml) || status=$$?; \
