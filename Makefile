@@ -25,11 +25,11 @@ bubblewrap:
 
 # The suite in two parts: most tests spread over the cores (pytest-xdist, a file per worker
 # at a time, in name order so that test_ci_verify.py, the longest, starts at once), then the
-# tests marked `serial` (they time what they run) alone, in one process. Both parts share one cache folder,
-# and both always run; the target fails if either failed. JUNIT=PREFIX writes
-# PREFIX.parallel.xml and PREFIX.serial.xml (.ci/run counts the tests in them).
+# tests marked `serial` (they time what they run) alone, in one process. Both parts share
+# one cache folder, and both always run; the target fails if either failed. JUNIT=PREFIX
+# writes PREFIX.parallel.xml and PREFIX.serial.xml (.ci/run counts the tests in them).
 # On CI's 2 cores this saves nothing (the suite is CPU-bound: 1949 s against 1921 s in one
-# process, stop 23); more cores it can use (not measured).
+# process, stop 23). Machines with more cores can use them (not measured).
 TEST_WORKERS ?= auto
 JUNIT ?=
 define run_suite
