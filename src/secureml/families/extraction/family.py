@@ -192,7 +192,8 @@ class ExtractionFamily(Family[ExtractionStage, "np.ndarray"]):
         rest = np.setdiff1d(np.arange(len(split.y_test)), np.concatenate([labelled_rows, user_rows]))
         rest = rest[generator(scenario.seed, "attacker-queries").permutation(len(rest))]
         # The attacker's unlabelled pages: held-out digits, read by another scanner; the rest
-        # of the pool measures the copies. Neither is ever shown to the trainee.
+        # of the pool measures the copies. Neither is passed to the trainee's code (though
+        # both are mnist-5k images, which a trainee holds: tests/test_known_holes.py).
         scanned_rows, test_rows = rest[: attack.budget], np.sort(rest[attack.budget :])
         attacker_queries = as_the_attacker_sends_them(
             rescanned(split.x_test[scanned_rows], attack.digit_side, scan=attack.scan, levels=attack.levels),

@@ -2,7 +2,7 @@
 
 The trainee writes `train(x, y, tools) -> model`: x, y are the members (the private
 training set); the grader attacks the returned weights with a suite of membership
-inference attacks on members and non-members the trainee never sees.
+inference attacks on members and non-members the trainee's code is never given.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The trainee's `train(x, y, tools)` gets the members (the private training set) a
 a model of the victim's architecture. Only its weights leave the child; the grader loads
 them into a fresh model and runs every attack of the suite (loss threshold, loss over
 shifts, ART's shadow-model black-box attack, ART's label-only gap attack) on members and
-non-members the trainee never sees, computing the model's outputs itself. The attack
+non-members the trainee's code is never given, computing the model's outputs itself. The attack
 that finds the most (the highest membership advantage) decides, for the returned model
 and for the undefended victim alike. The floor is the same worst case against a model
 trained with the victim's recipe on other records: to it both groups are non-members.

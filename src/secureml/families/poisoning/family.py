@@ -3,8 +3,8 @@
 The trainee's `sanitize(x, y, tools)` sees only the (poisoned) training set and a trainer
 like the victim's. It returns the indices to keep. The grader retrains the victim on them
 with the scenario's own trainer and seed, and measures clean accuracy (CA) on the clean
-test set and attack success rate (ASR) on triggered test images, neither of which the
-mitigation ever sees.
+test set and attack success rate (ASR) on triggered test images, neither of which is
+given to the mitigation.
 """
 
 from __future__ import annotations
