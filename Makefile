@@ -23,14 +23,17 @@ bubblewrap:
 		|| { apt-get update -q && apt-get install -y -q bubblewrap; } \
 		|| echo "could not install bubblewrap; the sandbox tests will be skipped"
 
-# The suite in two parts: most tests spread over the cores (pytest-xdist, a file per worker
-# at a time, in name order so that test_ci_verify.py, the longest, starts at once), then the
-# tests marked `serial` (they time what they run) alone, in one process. Both parts share
-# one cache folder, and both always run; the target fails if either failed. JUNIT=PREFIX
-# writes PREFIX.parallel.xml and PREFIX.serial.xml (.ci/run counts the tests in them).
-# On CI's 2 cores this saves nothing (the suite is CPU-bound: 1949 s against 1921 s in one
-# process, stop 23). Machines with more cores can use them (not measured).
-TEST_WORKERS ?= auto
+# The suite in two parts: most tests first, then the tests marked `serial` (they time what
+# they run) alone, in one process. Both parts share one cache folder, and both always run;
+# the target fails if either failed. JUNIT=PREFIX writes PREFIX.parallel.xml and
+# PREFIX.serial.xml (.ci/run counts the tests in them).
+# TEST_WORKERS=N spreads the first part over N pytest-xdist workers (a file per worker at a
+# time, in name order so that test_ci_verify.py, the longest, starts at once). The default,
+# 0, runs it in one process: on CI's 2 cores the suite is CPU-bound and workers only
+# contend (stop 23, clean clones: 1921 s in one process; 1949 s and 2737 s with 2 workers,
+# the second with test_ci_verify at 1278 s instead of about 450). Machines with more cores
+# may gain (not measured).
+TEST_WORKERS ?= 0
 JUNIT ?=
 define run_suite
 	@cache=$$(mktemp -d); status=0; \

@@ -1,9 +1,9 @@
 """Shared fixtures: an isolated cache per test session, and ways to call the CLI.
 
-`make test` runs the suite in two parts (Makefile): most files spread over the cores with
-pytest-xdist, then the tests marked `serial` alone (see `pytest_collection_modifyitems`).
-The parallel workers share one cache and one built wheel, so what one of them trains or
-builds the others reuse."""
+`make test` runs the suite in two parts (Makefile): most files (in one process, or over
+pytest-xdist workers with TEST_WORKERS=N), then the tests marked `serial` alone (see
+`pytest_collection_modifyitems`). Workers share one cache and one built wheel, so what one
+of them trains or builds the others reuse."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Tests that time what they run, or grade under tight limits, would read another worker's
 # load as their own: they carry the `serial` marker, and `make test` runs them after the
-# parallel part, alone. The slow end-to-end grading tests in these files allow minutes and
+# first part, alone. The slow end-to-end grading tests in these files allow minutes and
 # stay parallel; the `isolation` tests (timeouts, CPU shares, hogs) are always serial.
 SERIAL_FILES = {"test_grade.py", "test_gradebook.py", "test_sandbox.py", "test_terminal_safety.py"}
 

@@ -4,7 +4,7 @@
 counts run as two concurrent processes: the 1-thread one leaves a core to the other.
 
 This file runs early on purpose (pytest takes files in name order, and "test_ci" comes
-before the end-to-end tests; `make test`'s parallel part keeps that order): the 2-thread
+before the end-to-end tests; `make test`'s first part keeps that order): the 2-thread
 run stores what it computed in the session's cache (`--no-cache` reads nothing and still
 stores), so the end-to-end runs of the reference solutions that follow find their
 victims and attack stages there instead of computing them a second time.
