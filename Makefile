@@ -27,13 +27,13 @@ bubblewrap:
 # they run) alone, in one process. Both parts share one cache folder, and both always run;
 # the target fails if either failed. JUNIT=PREFIX writes PREFIX.parallel.xml and
 # PREFIX.serial.xml (.ci/run counts the tests in them).
-# TEST_WORKERS=N spreads the first part over N pytest-xdist workers (a file per worker at a
-# time, in name order so that test_ci_verify.py, the longest, starts at once). The default,
-# 0, runs it in one process: on CI's 2 cores the suite is CPU-bound and workers only
-# contend (stop 23, clean clones: 1921 s in one process; 1949 s and 2737 s with 2 workers,
-# the second with test_ci_verify at 1278 s instead of about 450). Machines with more cores
-# may gain (not measured).
-TEST_WORKERS ?= 0
+# The first part is spread over TEST_WORKERS pytest-xdist workers (default: one per core; 0
+# runs it in one process): a file per worker at a time, in name order so that
+# test_ci_verify.py, the longest, starts at once. On CI's 2 cores the suite is CPU-bound and
+# the gain is small. Stop 23's clean clones, `make test` in all: on one machine the same
+# day, 2737 s with 2 workers (while another 4-minute run shared the machine) against 3160 s
+# in one process; earlier, 1949 s with 2 workers against 1921 s in one process.
+TEST_WORKERS ?= auto
 JUNIT ?=
 define run_suite
 	@cache=$$(mktemp -d); status=0; \

@@ -1,9 +1,9 @@
 """Shared fixtures: an isolated cache per test session, and ways to call the CLI.
 
-`make test` runs the suite in two parts (Makefile): most files (in one process, or over
-pytest-xdist workers with TEST_WORKERS=N), then the tests marked `serial` alone (see
-`pytest_collection_modifyitems`). Workers share one cache and one built wheel, so what one
-of them trains or builds the others reuse."""
+`make test` runs the suite in two parts (Makefile): most files spread over the cores
+with pytest-xdist (TEST_WORKERS=N sets how many workers, 0 none), then the tests marked
+`serial` alone (see `pytest_collection_modifyitems`). Workers share one cache and one
+built wheel, so what one of them trains or builds the others reuse."""
 
 from __future__ import annotations
 
