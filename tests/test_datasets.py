@@ -42,6 +42,24 @@ def test_split_is_stratified_disjoint_seeded_and_hashed():
     assert not any(row.tobytes() in train_rows for row in first.x_test)
 
 
+def test_a_distorted_split_keeps_its_labels_and_no_image_equals_a_shipped_one():
+    plain = DatasetConfig(name="mnist-5k", train_size=1000, test_size=500)
+    distorted = DatasetConfig(name="mnist-5k", train_size=1000, test_size=500, distort={"alpha": 34, "sigma": 4})
+    before, after = load_split(plain, seed=3), load_split(distorted, seed=3)
+    assert after.x_train.shape == before.x_train.shape and after.x_train.dtype == np.float32
+    assert np.array_equal(after.y_train, before.y_train) and np.array_equal(after.y_test, before.y_test)
+    assert after.x_train.min() >= 0.0 and after.x_train.max() <= 1.0
+    shipped = {np.rint(row * 255).astype(np.uint8).tobytes() for row in DATASETS["mnist-5k"].load(None).x_train}
+    for images in (after.x_train, after.x_test):
+        assert not any(np.rint(row * 255).astype(np.uint8).tobytes() in shipped for row in images)
+    # Seeded like the split: the same seed, the same images; another seed, others.
+    assert load_split(distorted, seed=3).sha256 == after.sha256 != before.sha256
+    assert load_split(distorted, seed=4).sha256 != after.sha256
+    # The digits stay close to what they were: each moved by a few pixels, not redrawn.
+    moved = np.abs(after.x_train - before.x_train).mean(axis=(1, 2, 3))
+    assert 0.02 < moved.mean() < 0.2
+
+
 def test_asking_for_more_samples_than_exist_is_a_clear_error():
     with pytest.raises(DatasetError, match="more samples than the dataset has"):
         stratified_split(np.arange(10) % 2, 8, 8, np.random.default_rng(0))

@@ -93,6 +93,12 @@ def test_unknown_dataset_lists_the_known_ones(tmp_path):
     assert "dataset.name" in message and "mnist-5k" in message and "'imagenet'" in message
 
 
+def test_a_distortion_out_of_range_names_its_field(tmp_path):
+    path = _variant(tmp_path, lambda d: d["dataset"].update(distort={"alpha": 34, "sigma": 0.5}))
+    message = _message(path)
+    assert "dataset.distort.sigma" in message and "0.5" in message
+
+
 def test_unknown_architecture_lists_the_known_ones(tmp_path):
     path = _variant(tmp_path, lambda d: d["victim"].update(arch="vit"))
     message = _message(path)

@@ -274,6 +274,13 @@ def load_split(config: DatasetConfig, seed: int, root: Path | None = None) -> Sp
         test_idx, _ = stratified_split(pool.y_test, config.test_size, 0, rng, dataset=config.name)
         x_train, y_train = pool.x_train[train_idx], pool.y_train[train_idx]
         x_test, y_test = pool.x_test[test_idx], pool.y_test[test_idx]
+    if config.distort is not None:
+        from secureml.randomness import generator
+
+        x_train = elastic_distortion(x_train, config.distort.alpha, config.distort.sigma,
+                                     generator(seed, "distort", "train"))
+        x_test = elastic_distortion(x_test, config.distort.alpha, config.distort.sigma,
+                                    generator(seed, "distort", "test"))
     return Split(
         name=config.name,
         x_train=x_train,
@@ -284,6 +291,37 @@ def load_split(config: DatasetConfig, seed: int, root: Path | None = None) -> Sp
         class_names=spec.class_names,
         sha256=arrays_sha256(x_train, y_train, x_test, y_test),
     )
+
+
+def elastic_distortion(images: np.ndarray, alpha: float, sigma: float, rng) -> np.ndarray:
+    """Each image (N, C, H, W) resampled along a smooth random displacement field of its own
+    (Simard, Steinkraus & Platt, "Best practices for convolutional neural networks applied to
+    visual document analysis", ICDAR 2003: alpha 34 and sigma 4 on MNIST keep every digit
+    legible). Bilinear, edges extended; the channels of an image move together. Done in
+    chunks, so that the displacement fields of a large training set stay small."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    count, channels, height, width = images.shape
+    out = np.empty_like(images)
+    for start in range(0, count, _DISTORTION_CHUNK):
+        chunk = images[start : start + _DISTORTION_CHUNK]
+        size = len(chunk)
+        rows, cols = (
+            grid + alpha * gaussian_filter(rng.uniform(-1.0, 1.0, (size, height, width)),
+                                           sigma=(0, sigma, sigma), mode="constant")
+            for grid in np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        )
+        index = np.broadcast_to(np.arange(size)[:, None, None], rows.shape)
+        for channel in range(channels):
+            out[start : start + size, channel] = map_coordinates(
+                chunk[:, channel], (index, rows, cols), order=1, mode="nearest"
+            )
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+# Images distorted at once: a chunk's fields and coordinates take about 30 MB at 32x32.
+_DISTORTION_CHUNK = 1024
 
 
 def stratified_split(labels, first_size: int, second_size: int, rng, *, dataset: str = ""):

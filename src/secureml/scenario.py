@@ -74,10 +74,23 @@ OWASP_ML_TOP_10 = {
 OwaspId = Literal["ML01", "ML02", "ML03", "ML04", "ML05", "ML06", "ML07", "ML08", "ML09", "ML10"]
 
 
+class Distortion(StrictModel):
+    """An elastic distortion (Simard, Steinkraus & Platt, ICDAR 2003) of every image the
+    scenario draws: each image is resampled along a displacement field of its own, uniform
+    noise smoothed by a Gaussian of `sigma` pixels and scaled by `alpha` pixels, seeded by
+    the scenario's seed. The digits stay what they were; none of them equals a shipped image.
+    Automatic variants of the labs whose defences could look their inputs up in the public
+    dataset add one (`secureml.variants`)."""
+
+    alpha: float = Field(gt=0, le=100, description="the displacement's scale, in pixels")
+    sigma: float = Field(ge=1, le=20, description="the smoothing's width, in pixels")
+
+
 class DatasetConfig(StrictModel):
     name: str
     train_size: int = Field(gt=0)
     test_size: int = Field(gt=0)
+    distort: Distortion | None = None
 
     @field_validator("name")
     @classmethod
@@ -180,6 +193,10 @@ class ScenarioBase(StrictModel):
 
     # The function the trainee writes: declared once, here, by each family's schema.
     trainee_call: typing.ClassVar[TraineeCall]
+    # Whether an automatic variant distorts the data afresh (`Distortion`): set by the
+    # families whose defences are handed inputs they could otherwise find, unchanged, in the
+    # public dataset (a training set to filter, queries to answer, members to train on).
+    variant_distorts_data: typing.ClassVar[bool] = False
 
     @property
     def owasp_name(self) -> str:

@@ -3,8 +3,9 @@
 The honest users send images of the dataset as they are; the attacker's pages are its
 own digits rescanned, so none of them is in the dataset. A trainee has the pristine images
 (the wheel bundles mnist-5k, and MNIST is public) and can ship them in a folder submission.
-Measured: 100 on extraction-01 (seed 1234), the copy's fidelity 0.13. A known hole, not
-closed yet: tests/test_known_holes.py records it.
+Measured: 100 on extraction-01 (seed 1234), the copy's fidelity 0.13, and 0 on its
+automatic variant, whose images are distorted afresh (tests/test_variants.py); a graded
+run scores the lower of the two.
 """
 
 from pathlib import Path

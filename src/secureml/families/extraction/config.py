@@ -140,6 +140,7 @@ class ExtractionScenario(ScenarioBase):
         InversionApiScenario.trainee_call.help
         + "\n  tools.training_set() -> (x, y), the images and labels the model was trained on",
     )
+    variant_distorts_data: ClassVar[bool] = True
 
     def scoring_formula(self) -> str:
         from secureml.scoring import EXTRACTION_FORMULA

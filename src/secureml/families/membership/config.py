@@ -94,6 +94,7 @@ class MembershipScenario(ScenarioBase):
         "  x: float32 (N, C, H, W) in [0, 1], the members (the private training set); y: int64 (N,)\n"
         "  (on all of x, y, tools.train returns the victim itself)",
     )
+    variant_distorts_data: ClassVar[bool] = True
 
     def scoring_formula(self) -> str:
         from secureml.scoring import MEMBERSHIP_FORMULA
