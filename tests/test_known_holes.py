@@ -5,13 +5,16 @@ passes (XPASS, a failure under strict) once the evaluation is stronger. Then rem
 
 Pristine data (found in stop 23): the grader's images are the bundled dataset's, which a
 trainee has (the wheel bundles mnist-5k, MNIST is public, and a folder submission may ship
-50 MB). Automatic variants now distort every image afresh (`secureml.scenario.Distortion`),
-so a lookup of the inputs finds nothing (tests/test_variants.py), and a graded run scores
-the lower of the public lab and the variant. Membership stays open: its non-members and
-test images are distorted copies of shipped images, and a model trained on the shipped
-images, or on copies distorted alike, has nearly seen them. What would answer it is
-evaluation data the trainee cannot hold: records kept by the grader only, not derived
-from a public set.
+50 MB). Extraction's and membership's automatic variants now distort every image afresh
+(`secureml.scenario.Distortion`), and a graded run scores the lower of the public lab and
+the variant, so extraction's lookup is answered (tests/test_variants.py). Two stay open:
+- poisoning: its variants are not distorted, because poisoning-01's reference did not hold
+  on distorted ones (17.4 on one), so the lookup scores 100 in `grade` too;
+- membership: its non-members and test images are distorted copies of shipped images,
+  and a model trained on the shipped images and on copies distorted alike has nearly seen
+  them.
+What would answer both is evaluation data the trainee cannot hold: records kept by the
+grader only, not derived from a public set.
 """
 
 from __future__ import annotations
@@ -30,10 +33,14 @@ GAMING = REPO / "tests" / "gaming"
 # crashes fails the test.
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="known hole: the pristine dataset (tests/gaming/README.md)")
-def test_a_membership_model_trained_on_the_pristine_dataset_scores_near_zero_on_a_variant(tmp_path):
+@pytest.mark.parametrize(("scenario_id", "gaming", "options"), [
+    # Poisoning's variants are not distorted, so the public lab stands for both.
+    ("poisoning-01", "poisoning_pristine_lookup.py", ()),
     # The stronger of the two membership files (85.7 against 45.1; tests/gaming/README.md).
-    gaming = GAMING / "membership_pristine_augmented.py"
-    result = secureml("run", "membership-01", "--mitigation", str(gaming), "--variant", "auto",
+    ("membership-01", "membership_pristine_augmented.py", ("--variant", "auto")),
+])
+def test_a_submission_using_the_pristine_dataset_scores_near_zero(scenario_id, gaming, options, tmp_path):
+    result = secureml("run", scenario_id, "--mitigation", str(GAMING / gaming), *options,
                       "--json", "--out", str(tmp_path))
     if result.returncode != 0:
         pytest.fail(f"the run failed:\n{result.stderr}")

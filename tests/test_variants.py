@@ -28,12 +28,13 @@ def test_every_shipped_scenario_draws_valid_variants_with_a_new_seed(scenario_id
 
 @pytest.mark.parametrize("scenario_id", SHIPPED)
 def test_variants_distort_the_data_where_a_defence_could_look_its_inputs_up(scenario_id):
-    # Poisoning filters a training set, extraction answers queries and membership trains on
-    # members: on the public lab those are shipped images, which a trainee has. A variant's
-    # are distorted afresh, from the variant's own seed (tests/test_known_holes.py).
+    # Extraction answers queries and membership trains on members: on the public lab those
+    # are shipped images, which a trainee has. A variant's are distorted afresh, from the
+    # variant's own seed. Poisoning's are not: its reference did not hold on distorted
+    # variants (tests/test_known_holes.py).
     loaded = scenario.load(scenario_id)
     variant = variants.draw_variant(loaded, 11)
-    if loaded.family in {"poisoning", "extraction", "membership"}:
+    if loaded.family in {"extraction", "membership"}:
         assert loaded.dataset.distort is None
         assert variant.dataset.distort is not None
         assert variant.dataset.model_dump(exclude={"distort"}) == loaded.dataset.model_dump(exclude={"distort"})
@@ -42,18 +43,11 @@ def test_variants_distort_the_data_where_a_defence_could_look_its_inputs_up(scen
 
 
 @pytest.mark.slow
-# poisoning-02's variant met poisoning_pristine_lookup.py as poisoning-01's did: 0 (stop 24).
-@pytest.mark.parametrize(("scenario_id", "gaming"), [
-    ("poisoning-01", "poisoning_pristine_lookup.py"),
-    ("extraction-01", "extraction_pristine_lookup.py"),
-])
-def test_a_defence_that_looks_its_inputs_up_in_the_shipped_dataset_scores_near_zero_on_a_variant(
-    scenario_id, gaming, tmp_path
-):
-    # On the public lab these lookups score 100 (tests/gaming/README.md); a graded run also
+def test_an_api_that_looks_its_queries_up_in_the_shipped_dataset_scores_near_zero_on_a_variant(tmp_path):
+    # On the public lab this lookup scores 100 (tests/gaming/README.md); a graded run also
     # meets a variant, whose distorted images match no shipped one, and scores the lower.
-    result = run_json(scenario_id, "--mitigation", str(REPO / "tests" / "gaming" / gaming), "--variant", "auto",
-                      out=tmp_path)
+    gaming = REPO / "tests" / "gaming" / "extraction_pristine_lookup.py"
+    result = run_json("extraction-01", "--mitigation", str(gaming), "--variant", "auto", out=tmp_path)
     assert result["variant"]["kind"] == "auto"
     assert result["score"] <= 10, result["metrics"]
 

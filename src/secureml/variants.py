@@ -43,10 +43,11 @@ DRAWS = 4
 # `secureml.scenario.Distortion`). Any distortion stops an exact lookup; a stronger one also
 # hides which shipped image an input came from, but changes the lab. Measured on the
 # trainee's variants (stop 24): at Simard et al.'s alpha 34, sigma 4, the nearest shipped
-# image (pixels, L2) was the original for 16% of images, and poisoning-01's reference, a
-# pixel k-NN vote, removed no poison (score 0; membership-01's victim fell to accuracy
-# 0.69). At alpha 16: the original for 73%, references 87.3 (poisoning-01), 100
-# (poisoning-02), 87.7 (membership-01), 97.2 (extraction-01). At alpha 8: 97%.
+# image (pixels, L2) was the original for 16% of images, membership-01's victim fell to
+# accuracy 0.69 and extraction-01's undefended copy to fidelity 0.45 (floor 0.29). At
+# alpha 16: the original for 73%, and the references scored 87.7 (membership-01) and 97.2
+# (extraction-01). Poisoning does not ask: poisoning-01's reference, a pixel k-NN vote,
+# scored 86.8-93.9 on five variants distorted at alpha 16 and 17.4 on a sixth.
 VARIANT_DISTORTION = {"alpha": 16.0, "sigma": 4.0}
 
 

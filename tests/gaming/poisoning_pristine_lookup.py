@@ -4,9 +4,11 @@ the same label, with no learning.
 The poisoned images are pristine images plus a trigger (and a new label), and the clean
 ones are the pristine images themselves. A trainee has the pristine images (the wheel
 bundles mnist-5k, and MNIST is public) and can ship them in a folder submission (800 KB,
-far under the 50 MB bound). Measured: 100 on poisoning-01 and poisoning-02, and 0 on their
-automatic variants, whose images are distorted afresh (tests/test_variants.py); a graded
-run scores the lower of the two.
+far under the 50 MB bound). Measured: 100 on poisoning-01 and poisoning-02, in `run` and
+in `grade`. A known hole, not closed yet: tests/test_known_holes.py records it. On a
+variant with distorted images (`dataset.distort`, as extraction's and membership's
+variants have) it matched nothing and scored 0, but poisoning-01's reference did not hold
+there (stop 24's note).
 """
 
 from pathlib import Path
@@ -23,5 +25,5 @@ def sanitize(x, y, tools):
     pixels = np.rint(np.asarray(x).reshape(len(x), 28, 28) * 255).clip(0, 255).astype(np.uint8)
     kept = np.array([i for i, (image, label) in enumerate(zip(pixels, y, strict=True))
                      if (image.tobytes(), int(label)) in known], dtype=np.int64)
-    # Where nothing matches (a variant's distorted data), keep everything, like no filter.
+    # Where nothing matches (distorted data), keep everything, like no filter.
     return kept if len(kept) else np.arange(len(y))

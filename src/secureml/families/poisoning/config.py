@@ -245,7 +245,6 @@ class PoisoningScenario(ScenarioBase):
         "  y: int64 (N,) labels (on all of x, y, tools.train returns the victim itself)\n"
         "  tools.features(model, x) -> (N, D) penultimate activations",
     )
-    variant_distorts_data: ClassVar[bool] = True
 
     def scoring_formula(self) -> str:
         from secureml.scoring import DER_CALIBRATED_FORMULA
