@@ -78,9 +78,9 @@ class Distortion(StrictModel):
     """An elastic distortion (Simard, Steinkraus & Platt, ICDAR 2003) of every image the
     scenario draws: each image is resampled along a displacement field of its own, uniform
     noise smoothed by a Gaussian of `sigma` pixels and scaled by `alpha` pixels, seeded by
-    the scenario's seed. The digits stay what they were; none of them equals a shipped image.
-    Automatic variants of the labs whose defences could look their inputs up in the public
-    dataset add one (`secureml.variants`)."""
+    the scenario's seed. Each image keeps its class (a digit stays legible), and none equals a
+    shipped image. The automatic variants of the labs whose defences could look their inputs
+    up in the public dataset add one (`secureml.variants`)."""
 
     alpha: float = Field(gt=0, le=100, description="the displacement's scale, in pixels")
     sigma: float = Field(ge=1, le=20, description="the smoothing's width, in pixels")

@@ -45,9 +45,10 @@ DRAWS = 4
 # trainee's variants (stop 24): at Simard et al.'s alpha 34, sigma 4, the nearest shipped
 # image (pixels, L2) was the original for 16% of images, membership-01's victim fell to
 # accuracy 0.69 and extraction-01's undefended copy to fidelity 0.45 (floor 0.29). At
-# alpha 16: the original for 73%, and the references scored 87.7 (membership-01) and 97.2
-# (extraction-01). Poisoning does not ask: poisoning-01's reference, a pixel k-NN vote,
-# scored 86.8-93.9 on five variants distorted at alpha 16 and 17.4 on a sixth.
+# alpha 16: the original for 73%, and the references scored 91.8 (membership-01) and 99.0
+# (extraction-01; the undefended copy's fidelity 0.60, floor 0.38). Poisoning does not ask:
+# poisoning-01's reference, a pixel k-NN vote, scored 86.8-93.9 on five variants distorted
+# at alpha 16 and 17.4 on a sixth.
 VARIANT_DISTORTION = {"alpha": 16.0, "sigma": 4.0}
 
 
