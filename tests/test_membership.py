@@ -111,7 +111,11 @@ def test_a_hidden_variant_draws_a_new_seed_and_another_share_out_of_the_records(
     variant = draw_variant(membership, 7)
     assert variant.seed != membership.seed
     assert variant.holdout.draw != membership.holdout.draw
-    assert variant.model_dump(exclude={"seed", "holdout"}) == membership.model_dump(exclude={"seed", "holdout"})
+    # Its images are also distorted afresh (tests/test_variants.py); nothing else changes.
+    assert variant.dataset.distort is not None
+    assert variant.dataset.model_copy(update={"distort": None}) == membership.dataset
+    changed = {"seed", "holdout", "dataset"}
+    assert variant.model_dump(exclude=changed) == membership.model_dump(exclude=changed)
     assert variant.variant_overrides(random.Random(7)) != membership.variant_overrides(random.Random(8))
 
 
