@@ -36,7 +36,7 @@ GAMING = REPO / "tests" / "gaming"
 @pytest.mark.parametrize(("scenario_id", "gaming", "options"), [
     # Poisoning's variants are not distorted, so the public lab stands for both.
     ("poisoning-01", "poisoning_pristine_lookup.py", ()),
-    # The stronger of the two membership files (85.7 against 45.1; tests/gaming/README.md).
+    # The stronger of the two membership files (83.5 against 48.1; tests/gaming/README.md).
     ("membership-01", "membership_pristine_augmented.py", ("--variant", "auto")),
 ])
 def test_a_submission_using_the_pristine_dataset_scores_near_zero(scenario_id, gaming, options, tmp_path):

@@ -4,9 +4,9 @@ distorted with the variants' own (public) parameters.
 
 Every image a membership variant draws is a distorted copy of a shipped image, and the
 non-members and test images are among them. Copies distorted alike teach the model those
-records nearly as well as the members: measured 85.7 on membership-01's automatic variant
-(trainee seed; test accuracy 0.982 against the victim's 0.849, advantage 0.079 against
-0.288). A known hole, not closed yet: tests/test_known_holes.py records it.
+records nearly as well as the members: measured 83.5 on membership-01's automatic variant
+(trainee seed; test accuracy 0.981 against the victim's 0.851, advantage 0.087 against
+0.299). A known hole, not closed yet: tests/test_known_holes.py records it.
 """
 
 from pathlib import Path
