@@ -50,6 +50,16 @@ def test_a_mitigation_no_better_than_random_dropping_scores_zero():
     assert result.total == 0.0
 
 
+def test_a_random_filter_whose_model_came_out_worse_than_no_filter_gives_no_credit():
+    # Measured on a variant: the random filter's retrained model fell to clean accuracy
+    # 0.786 by chance, and a filter that removed 4% of the poison scored 18.7 against it.
+    unlucky = dict(asr_none=0.95, ca_none=0.912, asr_random=0.998, ca_random=0.786, asr_perfect=0.071,
+                   ca_perfect=0.935, clean_dropped=0.04)
+    assert score(**unlucky, asr_mitigated=0.95, ca_mitigated=0.92).total == 0.0
+    result = score(**unlucky, asr_mitigated=0.852, ca_mitigated=0.923)
+    assert result.parts["der_random"] == 0.5 and result.total < 10
+
+
 def test_an_attack_that_never_took_hold_cannot_be_scored_and_scores_zero():
     result = score(asr_none=0.05, asr_random=0.05, asr_perfect=0.05, asr_mitigated=0.0, ca_mitigated=0.94)
     assert result.total == 0.0 and "no effect" in result.capped_by

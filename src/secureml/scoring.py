@@ -54,11 +54,17 @@ DER_CALIBRATED_FORMULA = (
     "gained     = clip((DER_mit - DER_random) / (DER_perfect - DER_random), 0, 1)\n"
     "kept_clean = clip(1 - clean_dropped / {max_clean_dropped:g}, 0, 1)\n"
     "score = 100 * gained * kept_clean\n"
-    "where 'random' drops as many samples as you did, chosen at random, 'perfect' drops exactly the "
+    "where 'random' drops as many samples as you did, chosen at random (its DER counts as at least "
+    "1/2, no filter's: a random filter whose retrained model came out worse by chance earns you "
+    "nothing), 'perfect' drops exactly the "
     "poison, and clean_dropped is the share of the clean (unpoisoned) training samples you dropped: "
     "dropping {max_clean_dropped_percent:g}% of them scores 0; a clean-accuracy drop of more than "
     "{max_clean_accuracy_drop_points:g} points scores 0"
 )
+
+
+# The DER of keeping everything: no drop in attack success, none in clean accuracy.
+NO_FILTER_DER = 0.5
 
 
 def der_calibrated(
@@ -84,7 +90,12 @@ def der_calibrated(
     paid for too (the kept-clean factor): a perfect filter drops none and keeps 100.
     """
     der_mitigated = defence_effectiveness(asr_none, asr_mitigated, ca_none, ca_mitigated)
-    der_random = defence_effectiveness(asr_none, asr_random, ca_none, ca_random)
+    # The random filter's model is retrained once, and a training run can go badly by chance:
+    # on a variant, one dropped 4% of the data at random and came out at clean accuracy 0.786
+    # against the victim's 0.912, which made a filter that removed 4% of the poison score 18.7.
+    # A mitigation must beat no filter (DER 1/2) as well as a random one, so the random
+    # filter's DER is never taken below no filter's.
+    der_random = max(defence_effectiveness(asr_none, asr_random, ca_none, ca_random), NO_FILTER_DER)
     der_perfect = defence_effectiveness(asr_none, asr_perfect, ca_none, ca_perfect)
     headroom = der_perfect - der_random
     ca_drop = ca_none - ca_mitigated
