@@ -28,26 +28,34 @@ def test_every_shipped_scenario_draws_valid_variants_with_a_new_seed(scenario_id
 
 @pytest.mark.parametrize("scenario_id", SHIPPED)
 def test_variants_distort_the_data_where_a_defence_could_look_its_inputs_up(scenario_id):
-    # Extraction answers queries and membership trains on members: on the public lab those
-    # are shipped images, which a trainee has. A variant's are distorted afresh, from the
-    # variant's own seed. Poisoning's are not: its reference did not hold on distorted
-    # variants (tests/test_known_holes.py).
+    # Poisoning filters a training set, extraction answers queries and membership trains on
+    # members: on the public lab those are shipped images, which a trainee has. A variant's
+    # are distorted afresh, from the variant's own seed; poisoning's more mildly, where its
+    # reference holds (secureml.variants).
     loaded = scenario.load(scenario_id)
     variant = variants.draw_variant(loaded, 11)
-    if loaded.family in {"extraction", "membership"}:
+    strength = {"extraction": variants.VARIANT_DISTORTION, "membership": variants.VARIANT_DISTORTION,
+                "poisoning": variants.MILD_VARIANT_DISTORTION}.get(loaded.family)
+    if strength is not None:
         assert loaded.dataset.distort is None
-        assert variant.dataset.distort is not None
+        assert variant.dataset.distort.model_dump() == strength
         assert variant.dataset.model_dump(exclude={"distort"}) == loaded.dataset.model_dump(exclude={"distort"})
     else:
         assert variant.dataset == loaded.dataset
 
 
 @pytest.mark.slow
-def test_an_api_that_looks_its_queries_up_in_the_shipped_dataset_scores_near_zero_on_a_variant(tmp_path):
-    # On the public lab this lookup scores 100 (tests/gaming/README.md); a graded run also
-    # meets a variant, whose distorted images match no shipped one, and scores the lower.
-    gaming = REPO / "tests" / "gaming" / "extraction_pristine_lookup.py"
-    result = run_json("extraction-01", "--mitigation", str(gaming), "--variant", "auto", out=tmp_path)
+@pytest.mark.parametrize(("scenario_id", "gaming"), [
+    ("extraction-01", "extraction_pristine_lookup.py"),
+    ("poisoning-01", "poisoning_pristine_lookup.py"),
+])
+def test_a_lookup_in_the_shipped_dataset_scores_near_zero_on_a_variant(scenario_id, gaming, tmp_path):
+    # On the public lab each lookup scores 100 (tests/gaming/README.md): an API that answers
+    # only the queries it finds in the shipped dataset, a filter that keeps only the images it
+    # finds there. A graded run also meets a variant, whose distorted images match no shipped
+    # one, and scores the lower.
+    result = run_json(scenario_id, "--mitigation", str(REPO / "tests" / "gaming" / gaming), "--variant", "auto",
+                      out=tmp_path)
     assert result["variant"]["kind"] == "auto"
     assert result["score"] <= 10, result["metrics"]
 

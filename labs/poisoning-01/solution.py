@@ -6,11 +6,13 @@ over the digit or noise blended into the whole image, anywhere. Two detectors, t
 
 1. The deep k-NN vote (Peri et al., "Deep k-NN Defense against Clean-label Data Poisoning
    Attacks", 2020), on pixels. Poison still looks like its true digit, so its nearest
-   neighbours mostly carry another label. A label is suspect when its share of outvoted
-   samples, or its net outflow (outvoted minus outvoting, per sample), is an outlier among
-   the labels: a modified z-score above 3.5 (Iglewicz and Hoaglin, "How to Detect and
-   Handle Outliers", 1993). Two digits that look alike (4 and 9) outvote each other about
-   equally; poison flows one way.
+   neighbours mostly carry another label. The suspect label is the one whose share of
+   outvoted samples, or net outflow (outvoted minus outvoting, per sample), is the largest
+   outlier among the labels: a modified z-score above 3.5 (Iglewicz and Hoaglin, "How to
+   Detect and Handle Outliers", 1993). Two digits that look alike (4 and 9) outvote each
+   other about equally; poison flows one way. The attacker has one target, so only the
+   largest outlier is suspect: on distorted images a hard digit (2, 8) can be an outlier
+   too, and voting inside it dropped another 5.6% of the clean digits on a half-size variant.
 2. Activation clustering (Chen et al., "Detecting Backdoor Attacks on Deep Neural
    Networks by Activation Clustering", 2018): each label's samples split in two by
    k-means on their top 10 principal components (and in three), once on the victim's
@@ -34,13 +36,14 @@ over the digit or noise blended into the whole image, anywhere. Two detectors, t
    neighbours other poison, which shields it until those are gone. A cluster of poison is
    dropped first, and its label is the suspect, when every other label is among its
    look-alikes, or when the vote found no suspect label (blends and dark squares); else
-   the vote's own suspects stand (small marks, whose clusters often mix poison and clean).
+   the vote's suspect stands (small marks, whose clusters often mix poison and clean).
 
 No threshold here was fitted to a trigger: the entropy cut is a share of its largest
 value; the plurality vote and the outlier cut are the papers' rules. Measured at full size
 (victim ASR 0.74-1.00): 87.2-99.7 on 48 variants, 12 of each look the automatic variants
 draw; 89.7-95.4 on the automatic variants 1, 2, 4, 7 and 10-13; 96.8-97.5 on the public
-trigger over 3 seeds. The vote alone scored 0 on every blend and dark square. Clean labels
+trigger over 3 seeds. Since variants distort their images (alpha 8 px): 89.1-99.1 on the
+automatic variants 0-15 and 90.2 on the trainee's. The vote alone scored 0 on every blend and dark square. Clean labels
 are left alone: applying the vote everywhere would drop about 9% of the clean digits (the
 median share outvoted per label, measured), which the score charges for.
 """
@@ -94,12 +97,16 @@ def modified_z(values):
 
 
 def suspect_labels(y, voted, num_classes):
-    """Labels whose share of outvoted samples, or net outflow, is an outlier among the labels."""
+    """The label whose share of outvoted samples, or net outflow, is the largest outlier among
+    the labels (none if no label is an outlier). The attacker has one target; a digit that
+    is merely hard (an 8 on distorted images) may be an outlier too, and voting inside it
+    drops its clean samples."""
     outvoted = (voted != y) & (voted >= 0)
     size = np.maximum(np.bincount(y, minlength=num_classes), 1)
     shed = np.bincount(y[outvoted], minlength=num_classes) / size
     gained = np.bincount(voted[outvoted], minlength=num_classes) / size
-    return np.maximum(modified_z(shed), modified_z(shed - gained)) > OUTLIER_Z
+    z = np.maximum(modified_z(shed), modified_z(shed - gained))
+    return (z > OUTLIER_Z) & (z == z.max())
 
 
 def look_alikes(x, y, rows, label, k, num_classes):

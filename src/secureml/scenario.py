@@ -193,10 +193,11 @@ class ScenarioBase(StrictModel):
 
     # The function the trainee writes: declared once, here, by each family's schema.
     trainee_call: typing.ClassVar[TraineeCall]
-    # Whether an automatic variant distorts the data afresh (`Distortion`): set by the
-    # families whose defences are handed inputs they could otherwise find, unchanged, in the
-    # public dataset (a training set to filter, queries to answer, members to train on).
-    variant_distorts_data: typing.ClassVar[bool] = False
+    # How an automatic variant distorts the data afresh (`Distortion`'s fields; None: not at
+    # all): set by the families whose defences are handed inputs they could otherwise find,
+    # unchanged, in the public dataset (a training set to filter, queries to answer, members
+    # to train on). The strengths are measured in `secureml.variants`.
+    variant_distortion: typing.ClassVar[typing.Mapping[str, float] | None] = None
 
     @property
     def owasp_name(self) -> str:

@@ -4,11 +4,10 @@ the same label, with no learning.
 The poisoned images are pristine images plus a trigger (and a new label), and the clean
 ones are the pristine images themselves. A trainee has the pristine images (the wheel
 bundles mnist-5k, and MNIST is public) and can ship them in a folder submission (800 KB,
-far under the 50 MB bound). Measured: 100 on poisoning-01 and poisoning-02, in `run` and
-in `grade`. A known hole, not closed yet: tests/test_known_holes.py records it. On a
-variant with distorted images (`dataset.distort`, as extraction's and membership's
-variants have) it matched nothing and scored 0, but poisoning-01's reference did not hold
-there (stop 24's note).
+far under the 50 MB bound). Measured: 100 on poisoning-01 and poisoning-02, in `run`. Their
+automatic variants distort every image afresh (`dataset.distort`), so nothing matches there
+and it keeps everything: 0 on the trainee's variants of poisoning-01 and -02, and a
+graded run scores the lower of the two (tests/test_variants.py).
 """
 
 from pathlib import Path

@@ -8,6 +8,7 @@ images, trains a copy on the answers (ART's Copycat CNN) and keeps it. The train
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -15,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from secureml.families.inversion.config import ApiInversionScoring, InversionApiScenario
 from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel, distinct_known
+from secureml.variants import VARIANT_DISTORTION
 
 # How the attacker reads the API's answers before it trains on them: "labels" (the argmax,
 # one-hot) and "soft" (the answer as a client reads it: renormalised, unreported mass
@@ -140,7 +142,7 @@ class ExtractionScenario(ScenarioBase):
         InversionApiScenario.trainee_call.help
         + "\n  tools.training_set() -> (x, y), the images and labels the model was trained on",
     )
-    variant_distorts_data: ClassVar[bool] = True
+    variant_distortion: ClassVar[Mapping[str, float] | None] = VARIANT_DISTORTION
 
     def scoring_formula(self) -> str:
         from secureml.scoring import EXTRACTION_FORMULA

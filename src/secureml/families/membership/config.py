@@ -8,12 +8,14 @@ inference attacks on members and non-members the trainee's code is never given.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel, distinct_known
+from secureml.variants import VARIANT_DISTORTION
 
 # The attacks of the suite, by name (the implementations: membership/attacks.py ATTACKS).
 ATTACK_NAMES = ("loss", "augmented-loss", "black-box", "label-only")
@@ -94,7 +96,7 @@ class MembershipScenario(ScenarioBase):
         "  x: float32 (N, C, H, W) in [0, 1], the members (the private training set); y: int64 (N,)\n"
         "  (on all of x, y, tools.train returns the victim itself)",
     )
-    variant_distorts_data: ClassVar[bool] = True
+    variant_distortion: ClassVar[Mapping[str, float] | None] = VARIANT_DISTORTION
 
     def scoring_formula(self) -> str:
         from secureml.scoring import MEMBERSHIP_FORMULA

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from secureml.mitigation import TraineeCall
 from secureml.scenario import ScenarioBase, StrictModel
+from secureml.variants import MILD_VARIANT_DISTORTION
 
 
 class _Trigger(StrictModel):
@@ -245,6 +247,7 @@ class PoisoningScenario(ScenarioBase):
         "  y: int64 (N,) labels (on all of x, y, tools.train returns the victim itself)\n"
         "  tools.features(model, x) -> (N, D) penultimate activations",
     )
+    variant_distortion: ClassVar[Mapping[str, float] | None] = MILD_VARIANT_DISTORTION
 
     def scoring_formula(self) -> str:
         from secureml.scoring import DER_CALIBRATED_FORMULA
