@@ -43,9 +43,11 @@ value; the plurality vote and the outlier cut are the papers' rules. Measured at
 (victim ASR 0.74-1.00): 87.2-99.7 on 48 variants, 12 of each look the automatic variants
 draw; 89.7-95.4 on the automatic variants 1, 2, 4, 7 and 10-13; 96.8-97.5 on the public
 trigger over 3 seeds. Since variants distort their images (alpha 8 px): 89.1-99.1 on the
-automatic variants 0-15 and 90.2 on the trainee's. The vote alone scored 0 on every blend and dark square. Clean labels
-are left alone: applying the vote everywhere would drop about 9% of the clean digits (the
-median share outvoted per label, measured), which the score charges for.
+automatic variants 0-15 and 90.2 on the trainee's (5-7 measured before the vote suspected
+only the largest outlier, which left the kept set unchanged on the public lab, the
+trainee's variant and 0-4). The vote alone scored 0 on every blend and dark square. Clean
+labels are left alone: applying the vote everywhere would drop about 9% of the clean digits
+(the median share outvoted per label, measured), which the score charges for.
 """
 
 import itertools
