@@ -171,7 +171,7 @@ def _score(loaded, mitigation):
 # distorted (alpha 8): 4 is a bright 4x4 checkerboard at the bottom edge, mid-width, in no
 # corner (target 5); 1 is noise blended into the whole image at alpha 0.2 (target 2); 8 is a
 # dark 7x7 square over the middle of the digit (target 6). At half size the backdoors are
-# weaker than at full size (variants 7's and 11's squares took hold at 0.54), and a weak
+# weaker than at full size (the squares of variants 7 and 11 took hold at 0.54), and a weak
 # backdoor makes the retrained models' ASR noisy: the corner filter, which removed 4.5% of
 # the poison, scored 22.7 on variant 10's square (victim ASR 0.78), and 0 on variants 4, 7,
 # 8 and 11. Undistorted, it had scored 12.8 on variant 8 and 0-4.5 on variants 1, 10, 11 and
