@@ -216,6 +216,19 @@ def test_dropping_a_third_of_the_clean_data_scores_zero_on_the_public_lab(tmp_pa
     assert payload["score_parts"]["kept_clean"] == 0.0
 
 
+@pytest.mark.slow
+def test_dropping_at_random_earns_nothing_for_the_noise_of_retraining(tmp_path):
+    # poisoning-02's clean-label backdoor is weak (victim ASR about 0.57), and this file's
+    # random 4% drop retrained to ASR 0.288 by chance: 40.8 against one random filter. The
+    # grader's random filters measure that noise (the lucky.* metrics), and only an ASR drop
+    # beyond a lucky one counts.
+    payload = run_json("poisoning-02", "--mitigation", str(GAMING / "poisoning_random_drop.py"), out=tmp_path)
+    metrics = payload["metrics"]
+    assert metrics["lucky.attack_success_rate_sd"] > 0.02, "retraining moves this backdoor's ASR"
+    assert metrics["lucky.attack_success_rate"] < metrics["lucky.attack_success_rate_mean"]
+    assert payload["score"] <= 10, metrics
+
+
 def test_every_trigger_kind_lands_in_its_box_wherever_it_is():
     import numpy as np
     from art.attacks.poisoning.perturbations import add_pattern_bd

@@ -60,6 +60,31 @@ def test_a_random_filter_whose_model_came_out_worse_than_no_filter_gives_no_cred
     assert result.parts["der_random"] == 0.5 and result.total < 10
 
 
+def test_an_asr_drop_within_the_noise_of_retraining_earns_little():
+    # Measured on poisoning-02: a filter that dropped 4% of the samples at random retrained
+    # to ASR 0.288 by chance and scored 40.8 against one random filter (ASR 0.573). Twelve
+    # random retrains had ASR 0.476 +- 0.081, so a random filter 2 SD luckier has ASR 0.314.
+    lucky_drop = dict(asr_none=0.566, ca_none=0.946, asr_random=0.573, ca_random=0.95, asr_perfect=0.001,
+                      ca_perfect=0.94, clean_dropped=0.04, asr_mitigated=0.288, ca_mitigated=0.94)
+    assert score(**lucky_drop).total > 40
+    result = score(**lucky_drop, asr_lucky=0.314)
+    assert result.total < 10 and result.parts["der_random"] == result.parts["der_lucky"]
+    # A filter that removes the poison still scores what it kept.
+    perfect = score(**{**lucky_drop, "asr_mitigated": 0.001, "clean_dropped": 0.0}, asr_lucky=0.314)
+    assert perfect.total == pytest.approx(100)
+
+
+def test_the_luck_of_retraining_takes_at_most_half_the_headroom():
+    # A weak backdoor whose random retrains scatter down to ASR 0: the band stops halfway, so
+    # a filter that halves the ASR beyond random's is still scored, and perfect is still 100.
+    weak = dict(asr_none=0.3, ca_none=0.94, asr_random=0.3, ca_random=0.94, asr_perfect=0.0, ca_perfect=0.94,
+                clean_dropped=0.0, asr_lucky=0.0)
+    result = score(**weak, asr_mitigated=0.0, ca_mitigated=0.94)
+    assert result.total == pytest.approx(100)
+    assert result.parts["der_random"] == pytest.approx(0.5 + 0.5 * 0.15)
+    assert score(**weak, asr_mitigated=0.075, ca_mitigated=0.94).total == pytest.approx(50)
+
+
 def test_an_attack_that_never_took_hold_cannot_be_scored_and_scores_zero():
     result = score(asr_none=0.05, asr_random=0.05, asr_perfect=0.05, asr_mitigated=0.0, ca_mitigated=0.94)
     assert result.total == 0.0 and "no effect" in result.capped_by

@@ -54,9 +54,11 @@ DER_CALIBRATED_FORMULA = (
     "gained     = clip((DER_mit - DER_random) / (DER_perfect - DER_random), 0, 1)\n"
     "kept_clean = clip(1 - clean_dropped / {max_clean_dropped:g}, 0, 1)\n"
     "score = 100 * gained * kept_clean\n"
-    "where 'random' drops as many samples as you did, chosen at random (its DER counts as at least "
-    "1/2, no filter's: a random filter whose retrained model came out worse by chance earns you "
-    "nothing), 'perfect' drops exactly the "
+    "where 'random' drops as many samples as you did, chosen at random. Retraining is noisy, so its "
+    "DER counts as at least 1/2 (no filter's) and at least that of a lucky random filter: one whose "
+    "ASR is {luck_sd:g} SD below the mean of {luck_filters} random filters that drop as many samples as there "
+    "is poison (one random filter in about 40 is luckier), but this never takes more than half of "
+    "the way from random to perfect. 'perfect' drops exactly the "
     "poison, and clean_dropped is the share of the clean (unpoisoned) training samples you dropped: "
     "dropping {max_clean_dropped_percent:g}% of them scores 0; a clean-accuracy drop of more than "
     "{max_clean_accuracy_drop_points:g} points scores 0"
@@ -65,6 +67,13 @@ DER_CALIBRATED_FORMULA = (
 
 # The DER of keeping everything: no drop in attack success, none in clean accuracy.
 NO_FILTER_DER = 0.5
+# How lucky a random filter may be before a mitigation's lower attack success counts: this
+# many standard deviations of the retrained models' ASR below their mean (one-sided, about
+# 1 in 40 for a normal spread). The share of the headroom the luck may take is bounded.
+LUCK_SD = 2.0
+MAX_LUCK_SHARE = 0.5
+# How many random filters the grader retrains to measure that spread, once per lab (or variant).
+LUCK_FILTERS = 5
 
 
 def der_calibrated(
@@ -80,6 +89,7 @@ def der_calibrated(
     clean_dropped: float,
     max_clean_dropped: float,
     max_clean_accuracy_drop: float,
+    asr_lucky: float | None = None,
 ) -> Score:
     """Score a poisoning defence against a random and a perfect filter (Armory-style calibration),
     times the share of the clean training data it kept.
@@ -88,6 +98,9 @@ def der_calibrated(
     more than 5 points of clean accuracy. On redundant data such as MNIST, dropping a third
     of the clean samples costs only a few points of accuracy, so the clean data itself is
     paid for too (the kept-clean factor): a perfect filter drops none and keeps 100.
+
+    `asr_lucky`: the attack success rate of a random filter as lucky as `LUCK_SD` standard
+    deviations, from several random filters the grader retrained (None: not measured).
     """
     der_mitigated = defence_effectiveness(asr_none, asr_mitigated, ca_none, ca_mitigated)
     # The random filter's model is retrained once, and a training run can go badly by chance:
@@ -97,6 +110,16 @@ def der_calibrated(
     # filter's DER is never taken below no filter's.
     der_random = max(defence_effectiveness(asr_none, asr_random, ca_none, ca_random), NO_FILTER_DER)
     der_perfect = defence_effectiveness(asr_none, asr_perfect, ca_none, ca_perfect)
+    # Retraining alone moves the attack success rate: on poisoning-02 (a weak clean-label
+    # backdoor, victim ASR 0.566) twelve models retrained after dropping 4% at random ranged
+    # from 0.35 to 0.63, and a filter that dropped 4% at random scored 0-40.8 (mean 21 over 8
+    # seeds) against one random filter. An ASR drop counts only beyond what a lucky random
+    # filter achieves, but the luck never takes more than MAX_LUCK_SHARE of the headroom, so
+    # that a filter short of perfect is still scored on a lab whose backdoor is weak.
+    der_lucky = NO_FILTER_DER
+    if asr_lucky is not None:
+        der_lucky = defence_effectiveness(asr_none, asr_lucky, ca_none, ca_none)
+        der_random = max(der_random, min(der_lucky, der_random + MAX_LUCK_SHARE * (der_perfect - der_random)))
     headroom = der_perfect - der_random
     ca_drop = ca_none - ca_mitigated
     gained = clip01((der_mitigated - der_random) / headroom) if headroom > 1e-9 else 0.0
@@ -104,6 +127,7 @@ def der_calibrated(
     parts = {
         "der_mitigated": der_mitigated,
         "der_random": der_random,
+        "der_lucky": der_lucky,
         "der_perfect": der_perfect,
         "gained": gained,
         "kept_clean": kept_clean,

@@ -250,9 +250,11 @@ class PoisoningScenario(ScenarioBase):
     variant_distortion: ClassVar[Mapping[str, float] | None] = MILD_VARIANT_DISTORTION
 
     def scoring_formula(self) -> str:
-        from secureml.scoring import DER_CALIBRATED_FORMULA
+        from secureml.scoring import DER_CALIBRATED_FORMULA, LUCK_FILTERS, LUCK_SD
 
         return DER_CALIBRATED_FORMULA.format(
+            luck_filters=LUCK_FILTERS,
+            luck_sd=LUCK_SD,
             max_clean_accuracy_drop_points=100 * self.scoring.max_clean_accuracy_drop,
             max_clean_dropped=self.scoring.max_clean_dropped,
             max_clean_dropped_percent=100 * self.scoring.max_clean_dropped,

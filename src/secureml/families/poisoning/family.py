@@ -9,6 +9,7 @@ given to the mitigation.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from secureml.families.poisoning.config import PoisoningScenario
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
-from secureml.scoring import Score, der_calibrated
+from secureml.scoring import LUCK_FILTERS, LUCK_SD, Score, der_calibrated
 from secureml.versions import software_key
 
 if TYPE_CHECKING:
@@ -71,6 +72,27 @@ class Filtered:
     clean_dropped: float  # share of the clean samples dropped
 
 
+@dataclass(frozen=True)
+class Luck:
+    """How far retraining alone moves the attack success rate: models retrained after
+    dropping as many samples as there is poison, chosen at random (`scoring.LUCK_FILTERS`)."""
+
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def asr_mean(self) -> float:
+        return statistics.fmean(o.attack_success_rate for o in self.outcomes)
+
+    @property
+    def asr_sd(self) -> float:
+        return statistics.stdev(o.attack_success_rate for o in self.outcomes)
+
+    @property
+    def lucky_asr(self) -> float:
+        """The ASR of a random filter `LUCK_SD` standard deviations luckier than the mean."""
+        return max(0.0, self.asr_mean - LUCK_SD * self.asr_sd)
+
+
 @dataclass
 class PoisoningStage:
     scenario: PoisoningScenario
@@ -82,6 +104,7 @@ class PoisoningStage:
     undefended: Outcome
     perfect: Outcome
     key: str
+    luck: Luck | None = None
     baselines: dict[str, Filtered] = field(default_factory=dict)
 
     @property
@@ -149,6 +172,7 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
             stage, self._retrain(stage, clean_rows, ctx, "training the perfect filter's model")
         )
         self._require_a_backdoor(stage)
+        stage.luck = self._luck(stage, ctx)
         for name in scenario.baselines:
             kept = self._baseline_kept(stage, name, ctx)
             stage.baselines[name] = self._filtered(stage, kept, ctx, f"baseline {name}")
@@ -301,6 +325,10 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
             "mitigated.kept": float(filtered.kept),
             "score": filtered.score.total,
         }
+        if stage.luck is not None:
+            metrics["lucky.attack_success_rate"] = stage.luck.lucky_asr
+            metrics["lucky.attack_success_rate_mean"] = stage.luck.asr_mean
+            metrics["lucky.attack_success_rate_sd"] = stage.luck.asr_sd
         for name, baseline in stage.baselines.items():
             metrics[f"baseline.{name}.clean_accuracy"] = baseline.outcome.clean_accuracy
             metrics[f"baseline.{name}.attack_success_rate"] = baseline.outcome.attack_success_rate
@@ -381,6 +409,7 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
             clean_dropped=clean_dropped,
             max_clean_dropped=stage.scenario.scoring.max_clean_dropped,
             max_clean_accuracy_drop=stage.scenario.scoring.max_clean_accuracy_drop,
+            asr_lucky=stage.luck.lucky_asr if stage.luck else None,
         )
         return Filtered(
             outcome=outcome,
@@ -390,6 +419,20 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
             poison_removed=float(dropped[mask].mean()) if mask.any() else 0.0,
             clean_dropped=clean_dropped,
         )
+
+    def _luck(self, stage: PoisoningStage, ctx: RunContext) -> Luck:
+        """Retrain `LUCK_FILTERS` random filters that drop as many samples as there is poison,
+        each from its own seed: their spread is the noise a mitigation's ASR drop must beat."""
+        import numpy as np
+
+        drop = int(stage.poisoned.poison_mask.sum())
+        outcomes = []
+        for index in range(LUCK_FILTERS):
+            rng = generator(stage.scenario.seed, "lucky-filter", index)
+            kept = np.sort(rng.choice(stage.size, size=stage.size - drop, replace=False))
+            label = f"retraining random filter {index + 1} of {LUCK_FILTERS} (the noise of retraining)"
+            outcomes.append(self._measure(stage, self._retrain(stage, kept, ctx, label)))
+        return Luck(tuple(outcomes))
 
     def _random_filter(self, stage: PoisoningStage, drop: int, ctx: RunContext) -> Outcome:
         """A model retrained after dropping `drop` samples chosen at random (seeded by the count)."""
