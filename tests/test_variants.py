@@ -34,8 +34,8 @@ def test_variants_distort_the_data_where_a_defence_could_look_its_inputs_up(scen
     # reference holds (secureml.variants).
     loaded = scenario.load(scenario_id)
     variant = variants.draw_variant(loaded, 11)
-    strength = {"extraction": variants.VARIANT_DISTORTION, "membership": variants.VARIANT_DISTORTION,
-                "poisoning": variants.MILD_VARIANT_DISTORTION}.get(loaded.family)
+    strength = {"extraction": scenario.VARIANT_DISTORTION, "membership": scenario.VARIANT_DISTORTION,
+                "poisoning": scenario.MILD_VARIANT_DISTORTION}.get(loaded.family)
     if strength is not None:
         assert loaded.dataset.distort is None
         assert variant.dataset.distort.model_dump() == strength

@@ -39,24 +39,6 @@ SEED_LIMIT = 2**31
 # 7 of them with 5x5 ones), and each refused draw costs a stage, so the grader stops early
 # and says so.
 DRAWS = 4
-# The elastic distortions of a variant's data, for families that ask for one
-# (`ScenarioBase.variant_distortion`, `secureml.scenario.Distortion`). Any distortion stops
-# an exact lookup; a stronger one also hides which shipped image an input came from, but
-# changes the lab. Measured on the trainee's variants (stop 24): at Simard et al.'s alpha
-# 34, sigma 4, the nearest shipped image (pixels, L2) was the original for 16% of images,
-# membership-01's victim fell to accuracy 0.69 and extraction-01's undefended copy to
-# fidelity 0.45 (floor 0.29). At alpha 16: the original for 73%, and the references scored
-# 91.8 (membership-01) and 99.0 (extraction-01; the undefended copy's fidelity 0.60, floor
-# 0.38). At alpha 8: the original for 97%.
-VARIANT_DISTORTION = {"alpha": 16.0, "sigma": 4.0}
-# Poisoning's, milder: poisoning-01's reference judges clusters by their nearest images in
-# pixel space, which alpha 16 blurs. It scored 86.8-93.9 on five variants distorted at alpha
-# 16 and 17.4 on a sixth, a dark square over the digits, whose look-alikes fell under its
-# cut (stop 24). At alpha 8 it scored 89.1-99.1 on the variants 0-15 and 90.2 on that sixth
-# (poison removed 0.96-1.0, clean dropped at most 2.5%), and poisoning-02's 100 on three
-# (stop 25). An exact lookup matches nothing at either strength; a nearest-image lookup
-# finds most originals at both (tests/test_known_holes.py).
-MILD_VARIANT_DISTORTION = {"alpha": 8.0, "sigma": 4.0}
 
 
 def trainee_variant_seed(scenario: ScenarioBase) -> int:

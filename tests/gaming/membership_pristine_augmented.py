@@ -19,7 +19,7 @@ PRISTINE = Path(__file__).resolve().parents[2] / "datasets" / "mnist-5k.npz"
 
 def train(x, y, tools):
     from secureml.datasets import elastic_distortion
-    from secureml.variants import VARIANT_DISTORTION
+    from secureml.scenario import VARIANT_DISTORTION
 
     data = np.load(PRISTINE, allow_pickle=False)
     images = (data["images"].astype(np.float32) / 255.0).reshape(-1, *x.shape[1:])

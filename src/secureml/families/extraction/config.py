@@ -15,8 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from secureml.families.inversion.config import ApiInversionScoring, InversionApiScenario
 from secureml.mitigation import TraineeCall
-from secureml.scenario import ScenarioBase, StrictModel, distinct_known
-from secureml.variants import VARIANT_DISTORTION
+from secureml.scenario import VARIANT_DISTORTION, ScenarioBase, StrictModel, distinct_known
 
 # How the attacker reads the API's answers before it trains on them: "labels" (the argmax,
 # one-hot) and "soft" (the answer as a client reads it: renormalised, unreported mass

@@ -14,8 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from secureml.mitigation import TraineeCall
-from secureml.scenario import ScenarioBase, StrictModel, distinct_known
-from secureml.variants import VARIANT_DISTORTION
+from secureml.scenario import VARIANT_DISTORTION, ScenarioBase, StrictModel, distinct_known
 
 # The attacks of the suite, by name (the implementations: membership/attacks.py ATTACKS).
 ATTACK_NAMES = ("loss", "augmented-loss", "black-box", "label-only")

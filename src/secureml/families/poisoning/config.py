@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from secureml.mitigation import TraineeCall
-from secureml.scenario import ScenarioBase, StrictModel
-from secureml.variants import MILD_VARIANT_DISTORTION
+from secureml.scenario import MILD_VARIANT_DISTORTION, ScenarioBase, StrictModel
 
 
 class _Trigger(StrictModel):
