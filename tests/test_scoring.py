@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from secureml.scoring import clip01, defence_effectiveness, der_calibrated
+from secureml.scoring import clip01, defence_effectiveness, der_calibrated, luck_can_change
 
 BASE = dict(
     asr_none=0.99, ca_none=0.94,
@@ -83,6 +83,34 @@ def test_the_luck_of_retraining_takes_at_most_half_the_headroom():
     assert result.total == pytest.approx(100)
     assert result.parts["der_random"] == pytest.approx(0.5 + 0.5 * 0.15)
     assert score(**weak, asr_mitigated=0.075, ca_mitigated=0.94).total == pytest.approx(50)
+
+
+def test_the_luck_is_measured_only_when_it_can_change_the_score():
+    # The grader retrains its random filters (about 30 s cold) only when `luck_can_change`
+    # says so; everywhere else the score must be the same with and without the luck.
+    grid = itertools.product(
+        (0.2, 0.566, 0.99),  # asr_none
+        (0.0, 0.3, 0.6, 1.0),  # asr_random
+        (0.0, 0.05, 0.4),  # asr_perfect
+        (0.0, 0.1, 0.3, 0.5, 0.99),  # asr_mitigated
+        (0.94, 0.92, 0.85),  # ca_mitigated
+        (0.0, 0.1, 0.3),  # asr_lucky
+    )
+    checked = 0
+    for asr_none, asr_random, asr_perfect, asr_mitigated, ca_mitigated, asr_lucky in grid:
+        case = dict(asr_none=asr_none, asr_random=asr_random, asr_perfect=asr_perfect, asr_mitigated=asr_mitigated,
+                    ca_mitigated=ca_mitigated, clean_dropped=0.02)
+        without = score(**case)
+        if not luck_can_change(without):
+            checked += 1
+            assert score(**case, asr_lucky=asr_lucky).total == pytest.approx(without.total, abs=1e-9), case
+    assert checked > 500
+    # The measured lucky drop on poisoning-02 needs it; the reference and no filter do not.
+    lucky_drop = dict(asr_none=0.566, ca_none=0.946, asr_random=0.573, ca_random=0.95, asr_perfect=0.001,
+                      ca_perfect=0.94, clean_dropped=0.04, ca_mitigated=0.94)
+    assert luck_can_change(score(**lucky_drop, asr_mitigated=0.288))
+    assert not luck_can_change(score(**{**lucky_drop, "clean_dropped": 0.0}, asr_mitigated=0.001))
+    assert not luck_can_change(score(**lucky_drop, asr_mitigated=0.566))
 
 
 def test_an_attack_that_never_took_hold_cannot_be_scored_and_scores_zero():

@@ -58,7 +58,8 @@ DER_CALIBRATED_FORMULA = (
     "DER counts as at least 1/2 (no filter's) and at least that of a lucky random filter: one whose "
     "ASR is {luck_sd:g} SD below the mean of {luck_filters} random filters that drop as many samples as there "
     "is poison (one random filter in about 40 is luckier), but this never takes more than half of "
-    "the way from random to perfect. 'perfect' drops exactly the "
+    "the way from random to perfect (so it is measured only when your DER lies between random's and "
+    "perfect's). 'perfect' drops exactly the "
     "poison, and clean_dropped is the share of the clean (unpoisoned) training samples you dropped: "
     "dropping {max_clean_dropped_percent:g}% of them scores 0; a clean-accuracy drop of more than "
     "{max_clean_accuracy_drop_points:g} points scores 0"
@@ -157,6 +158,20 @@ def der_calibrated(
         drop=clean_dropped,
         max_drop=max_clean_dropped,
     )
+
+
+def luck_can_change(score: Score) -> bool:
+    """Whether measuring the luck of retraining (`der_calibrated`'s `asr_lucky`) could change
+    `score`, scored without it.
+
+    The luck only raises DER_random, and never past half the way to DER_perfect. So a
+    mitigation no better than a random filter gains 0 with or without it, one at least as good
+    as the perfect filter gains 1 either way, and a capped score stays 0: only a gain strictly
+    between 0 and 1 can move. The grader retrains the random filters only then.
+    """
+    if score.capped_by:
+        return False
+    return 0.0 < score.parts.get("gained", 0.0) < 1.0
 
 
 def capped_for_review(score: Score, cap: float, because: str) -> Score:

@@ -35,7 +35,7 @@ from secureml.families.poisoning.config import PoisoningScenario
 from secureml.families.poisoning.defences import BASELINES
 from secureml.mitigation import RawResult
 from secureml.randomness import generator
-from secureml.scoring import LUCK_FILTERS, LUCK_SD, Score, der_calibrated
+from secureml.scoring import LUCK_FILTERS, LUCK_SD, Score, der_calibrated, luck_can_change
 from secureml.versions import software_key
 
 if TYPE_CHECKING:
@@ -172,7 +172,6 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
             stage, self._retrain(stage, clean_rows, ctx, "training the perfect filter's model")
         )
         self._require_a_backdoor(stage)
-        stage.luck = self._luck(stage, ctx)
         for name in scenario.baselines:
             kept = self._baseline_kept(stage, name, ctx)
             stage.baselines[name] = self._filtered(stage, kept, ctx, f"baseline {name}")
@@ -397,20 +396,29 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
         dropped = np.ones(stage.size, dtype=bool)
         dropped[kept] = False
         clean_dropped = float(dropped[~mask].mean())
-        score = der_calibrated(
-            asr_none=stage.undefended.attack_success_rate,
-            ca_none=stage.undefended.clean_accuracy,
-            asr_mitigated=outcome.attack_success_rate,
-            ca_mitigated=outcome.clean_accuracy,
-            asr_random=random.attack_success_rate,
-            ca_random=random.clean_accuracy,
-            asr_perfect=stage.perfect.attack_success_rate,
-            ca_perfect=stage.perfect.clean_accuracy,
-            clean_dropped=clean_dropped,
-            max_clean_dropped=stage.scenario.scoring.max_clean_dropped,
-            max_clean_accuracy_drop=stage.scenario.scoring.max_clean_accuracy_drop,
-            asr_lucky=stage.luck.lucky_asr if stage.luck else None,
-        )
+
+        def scored(luck: Luck | None) -> Score:
+            return der_calibrated(
+                asr_none=stage.undefended.attack_success_rate,
+                ca_none=stage.undefended.clean_accuracy,
+                asr_mitigated=outcome.attack_success_rate,
+                ca_mitigated=outcome.clean_accuracy,
+                asr_random=random.attack_success_rate,
+                ca_random=random.clean_accuracy,
+                asr_perfect=stage.perfect.attack_success_rate,
+                ca_perfect=stage.perfect.clean_accuracy,
+                clean_dropped=clean_dropped,
+                max_clean_dropped=stage.scenario.scoring.max_clean_dropped,
+                max_clean_accuracy_drop=stage.scenario.scoring.max_clean_accuracy_drop,
+                asr_lucky=luck.lucky_asr if luck else None,
+            )
+
+        score = scored(stage.luck)
+        if stage.luck is None and luck_can_change(score):
+            # The random filters' retrains cost about 30 s on a cold cache, so they are paid
+            # only when the luck can change the score (and then once per stage).
+            stage.luck = self._luck(stage, ctx)
+            score = scored(stage.luck)
         return Filtered(
             outcome=outcome,
             score=score,
