@@ -90,6 +90,7 @@ def test_the_reference_answers_the_attackers_queries_with_wrong_labels_and_score
         pytest.param("extraction_reverse_sigmoid.py", id="ART-reverse-sigmoid"),
         pytest.param(LAB / "mitigation.py", id="starter-rounded-top-1"),
         pytest.param("extraction_grey_ink.py", id="one-statistic-of-the-attackers-pages"),
+        pytest.param("extraction_jitter.py", id="tiny-jitter-luck-of-retraining"),
     ],
 )
 def test_an_api_that_is_useless_or_keeps_the_labels_scores_near_zero(small, gaming):
