@@ -81,7 +81,7 @@ def test_the_starter_runs_and_scores_low_with_feedback(membership):
         "membership_untrained.py",  # never saw a member
         "membership_cooled_logits.py",  # the victim with logits / 1000: scored 68 at temperature 1
         "membership_shuffled_labels.py",  # memorises the members, learns no digits
-        "membership_reseeded.py",  # the victim's recipe under another seed: luck (0 over 6 seeds)
+        "membership_reseeded.py",  # the victim's recipe retrained: luck (at most 2.4 over 6 orders)
     ],
 )
 def test_a_gaming_submission_scores_at_most_10(membership, gaming):

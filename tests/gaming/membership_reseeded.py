@@ -1,32 +1,19 @@
-"""Gaming submission (membership): the victim's own recipe under another seed, and hope.
+"""Gaming submission (membership): the victim's own recipe, retrained, and hope.
 
 Retraining is noisy, and poisoning's grader had to learn that (a random filter scored up to
-40.8 there by luck). Here the trainee retrains the victim with no defence at all and hopes
-its advantage comes out below the victim's by chance. Measured on membership-01 over seeds
-1-6: advantages 0.215, 0.219, 0.219, 0.227, 0.225 and 0.218 against the victim's 0.214
-(floor 0.049), every one scoring 0: retraining moves the advantage by far less than the
-headroom. SEED 1 came out lowest.
+40.8 there by luck). Here the trainee retrains the victim with no defence at all, on its
+members in another order (so other batches: `tools.train` on the members in their own
+order would return the victim itself), and hopes the advantage comes out below the
+victim's by chance. Measured on membership-01 over seeds 1-6: advantages 0.215, 0.216,
+0.219, 0.210, 0.216 and 0.222 against the victim's 0.214 (floor 0.049), scoring 0 but for
+SEED 4's 2.4: retraining moves the advantage by about 0.004, against a headroom of 0.165.
 """
 
-import torch
-from torch import nn
+import numpy as np
 
-SEED = 1
+SEED = 4  # the luckiest of the six
 
 
 def train(x, y, tools):
-    torch.manual_seed(SEED)
-    model = tools.build()
-    optimizer = tools.optimizer(model)
-    images, labels = torch.from_numpy(x), torch.from_numpy(y)
-    order = torch.Generator().manual_seed(SEED)
-    model.train()
-    for _ in range(tools.epochs):
-        permutation = torch.randperm(len(images), generator=order)
-        for start in range(0, len(images), tools.batch_size):
-            batch = permutation[start : start + tools.batch_size]
-            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    order = np.random.default_rng(SEED).permutation(len(y))
+    return tools.train(x[order], y[order])

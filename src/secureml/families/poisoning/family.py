@@ -431,26 +431,29 @@ class PoisoningFamily(Family[PoisoningStage, "np.ndarray"]):
     def _luck(self, stage: PoisoningStage, ctx: RunContext) -> Luck:
         """Retrain `LUCK_FILTERS` random filters that drop as many samples as there is poison,
         each from its own seed: their spread is the noise a mitigation's ASR drop must beat."""
-        import numpy as np
-
         drop = int(stage.poisoned.poison_mask.sum())
-        outcomes = []
-        for index in range(LUCK_FILTERS):
-            rng = generator(stage.scenario.seed, "lucky-filter", index)
-            kept = np.sort(rng.choice(stage.size, size=stage.size - drop, replace=False))
-            label = f"retraining random filter {index + 1} of {LUCK_FILTERS} (the noise of retraining)"
-            outcomes.append(self._measure(stage, self._retrain(stage, kept, ctx, label)))
-        return Luck(tuple(outcomes))
+        return Luck(
+            tuple(
+                self._random_filter(
+                    stage, drop, ctx, ("lucky-filter", index),
+                    f"retraining random filter {index + 1} of {LUCK_FILTERS} (the noise of retraining)",
+                )
+                for index in range(LUCK_FILTERS)
+            )
+        )  # fmt: skip
 
-    def _random_filter(self, stage: PoisoningStage, drop: int, ctx: RunContext) -> Outcome:
-        """A model retrained after dropping `drop` samples chosen at random (seeded by the count)."""
+    def _random_filter(
+        self, stage: PoisoningStage, drop: int, ctx: RunContext, draw: tuple = (), label: str = "random filter"
+    ) -> Outcome:
+        """A model retrained after dropping `drop` samples chosen at random, seeded by the
+        scenario's seed and `draw` (by default the count: the filter a mitigation is scored against)."""
         import numpy as np
 
         if drop <= 0:
             return stage.undefended
-        rng = generator(stage.scenario.seed, "random-filter", drop)
+        rng = generator(stage.scenario.seed, *(draw or ("random-filter", drop)))
         kept = np.sort(rng.choice(stage.size, size=stage.size - drop, replace=False))
-        return self._measure(stage, self._retrain(stage, kept, ctx, "random filter"))
+        return self._measure(stage, self._retrain(stage, kept, ctx, label))
 
     def _retrain(self, stage: PoisoningStage, kept: np.ndarray, ctx: RunContext, label: str):
         import numpy as np
